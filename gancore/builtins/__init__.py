@@ -1,0 +1,43 @@
+"""gancore's built-in parts, registered through the same hook as any plugin's.
+
+Imports stay lazy: each part is named by a ``"module:Class"`` string and imported
+only when a recipe uses it.
+"""
+
+from __future__ import annotations
+
+from ..hookspecs import hookimpl
+
+_PARTS = [
+    # name, target, kind
+    ("l1", "gancore.builtins.losses:L1", "loss"),
+    ("l2", "gancore.builtins.losses:L2", "loss"),
+    ("tv", "gancore.builtins.losses:TotalVariation", "loss"),
+    ("ce", "gancore.builtins.losses:CrossEntropy", "loss"),
+    ("adversarial", "gancore.builtins.losses:Adversarial", "loss"),
+    ("alternating", "gancore.builtins.basic:Alternating", "schedule"),
+    ("basic.generator", "gancore.builtins.basic:BasicGenerator", "generator"),
+    ("basic.discriminator", "gancore.builtins.basic:BasicDiscriminator", "discriminator"),
+    ("blobs", "gancore.builtins.blobs:Blobs", "data"),
+    ("synthfaces", "gancore.data.synthfaces:SynthFaces", "data"),
+    ("synthchairs", "gancore.data.synthchairs:SynthChairs", "data"),
+    ("celeba", "gancore.data.readers:CelebA", "data"),
+    ("utkface", "gancore.data.readers:UTKFace", "data"),
+    ("multipie", "gancore.data.readers:MultiPIE", "data"),
+    ("cfp", "gancore.data.readers:CFP", "data"),
+    ("chairs3d", "gancore.data.readers:Chairs3D", "data"),
+    ("folder", "gancore.data.readers:Folder", "data"),
+]
+
+
+@hookimpl
+def register_parts(register) -> None:  # noqa: ANN001 - the callback's type is documented in hookspecs
+    for name, target, kind in _PARTS:
+        register(name, target, kind=kind)
+
+
+@hookimpl
+def register_commands(register) -> None:  # noqa: ANN001
+    from ..cli_data import configure_data, run_data
+
+    register("data", "Export or preview built-in and real datasets", configure_data, run_data)

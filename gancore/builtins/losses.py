@@ -1,0 +1,95 @@
+"""Generic loss terms every recipe can use: pixel distances, total variation,
+classification and adversarial terms."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from ..losses import LossConfig, LossTerm
+
+__all__ = ["L1", "L2", "TotalVariation", "CrossEntropy", "Adversarial"]
+
+
+class _Reduce(LossConfig):
+    reduction: Literal["mean", "sum_per_sample"] = Field(
+        "mean", description="'mean' over every element, or summed per sample and averaged over the batch"
+    )
+
+
+def _reduce(values: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "mean":
+        return values.mean()
+    return values.flatten(1).sum(1).mean()
+
+
+class L1(LossTerm):
+    """Mean absolute difference between ``pred`` and ``target``."""
+
+    Config = _Reduce
+    reads = ("pred", "target")
+
+    def compute(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _reduce((pred - target).abs(), self.config.reduction)
+
+
+class L2(LossTerm):
+    """Mean squared difference between ``pred`` and ``target``."""
+
+    Config = _Reduce
+    reads = ("pred", "target")
+
+    def compute(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _reduce((pred - target).square(), self.config.reduction)
+
+
+class TVConfig(LossConfig):
+    norm: Literal["l1", "l2"] = Field("l1", description="absolute (anisotropic) or squared neighbour differences")
+
+
+class TotalVariation(LossTerm):
+    """Total variation of ``image`` [B, C, H, W]: mean neighbour difference (suppresses ghosting)."""
+
+    Config = TVConfig
+    reads = ("image",)
+
+    def compute(self, image: torch.Tensor) -> torch.Tensor:
+        dy = image[..., 1:, :] - image[..., :-1, :]
+        dx = image[..., :, 1:] - image[..., :, :-1]
+        if self.config.norm == "l1":
+            return dy.abs().mean() + dx.abs().mean()
+        return dy.square().mean() + dx.square().mean()
+
+
+class CrossEntropy(LossTerm):
+    """Softmax cross-entropy of ``logits`` [B, K] against class indices ``target`` [B]."""
+
+    Config = LossConfig
+    reads = ("logits", "target")
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), target.long())
+
+
+class AdvConfig(LossConfig):
+    target: Literal["real", "fake"] = Field("real", description="what the logits should be judged as")
+    mode: Literal["nonsaturating", "hinge", "lsgan"] = Field("nonsaturating", description="GAN objective")
+
+
+class Adversarial(LossTerm):
+    """Binary adversarial loss on discriminator ``logits``: push them towards ``target``."""
+
+    Config = AdvConfig
+    reads = ("logits",)
+
+    def compute(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        real = self.config.target == "real"
+        if self.config.mode == "nonsaturating":
+            return F.softplus(-logits).mean() if real else F.softplus(logits).mean()
+        if self.config.mode == "hinge":
+            return F.relu(1 - logits).mean() if real else F.relu(1 + logits).mean()
+        return (logits - (1.0 if real else 0.0)).square().mean()

@@ -1,0 +1,148 @@
+"""Checkpoints: complete, atomic, resumable.
+
+Layout of ``checkpoints/step_000500/``:
+
+- ``model.safetensors`` — every network's state dict, keys prefixed by role (``G0.net.0.weight``);
+  safetensors holds tensors only, never pickled code;
+- ``optim.pt`` — optimizer states (tensors and numbers; read back with ``weights_only=True``);
+- ``rng.pt`` — the RNG states of torch (CPU and CUDA), ``random`` and numpy;
+- ``state.json`` — step, gancore version, the data description and the resolved recipe.
+
+A checkpoint is written into a hidden temporary folder and renamed into place, so a
+crash or kill mid-write leaves the previous checkpoint as the latest complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+__all__ = ["save_checkpoint", "latest_checkpoint", "list_checkpoints", "load_weights", "load_checkpoint",
+           "CheckpointError", "rng_state", "set_rng_state"]
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    done = [p for p in root.glob("step_*") if p.is_dir() and (p / "state.json").is_file()]
+    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], optims: dict[str, Any],
+                    state: dict[str, Any], keep_last: int) -> Path:
+    """Write checkpoint ``step`` atomically and keep only the newest ``keep_last``."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp-step_{step:06d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    tensors = {}
+    for role, net in nets.items():
+        for key, value in net.state_dict().items():
+            tensors[f"{role}.{key}"] = value.detach().to("cpu").contiguous().clone()
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "gancore"})
+    torch.save({role: opt.state_dict() for role, opt in optims.items()}, tmp / "optim.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
+    for f in tmp.iterdir():
+        with open(f, "rb+") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():  # re-saving the same step (e.g. final == periodic): swap safely
+        old = root / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(root)
+    for stale in list_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(ckpt) / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint {ckpt} has no readable state.json: {e}") from None
+
+
+def load_weights(ckpt: Path, nets: dict[str, torch.nn.Module], strict: bool = True) -> None:
+    """Load each role's weights from ``ckpt/model.safetensors``."""
+    path = Path(ckpt) / "model.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: not a gancore checkpoint folder")
+    tensors = load_file(str(path))
+    for role, net in nets.items():
+        prefix = f"{role}."
+        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not sd and strict:
+            raise CheckpointError(f"checkpoint {ckpt} has no weights for role {role!r}")
+        try:
+            net.load_state_dict(sd, strict=strict)
+        except RuntimeError as e:
+            raise CheckpointError(f"weights of role {role!r} in {ckpt} do not fit the network built from the "
+                                  f"recipe: {str(e).splitlines()[0]}") from None
+
+
+def load_checkpoint(ckpt: Path, nets: dict[str, torch.nn.Module], optims: dict[str, Any]) -> dict[str, Any]:
+    """Restore weights, optimizer and RNG state; returns state.json."""
+    state = read_state(ckpt)
+    load_weights(ckpt, nets)
+    opt_states = torch.load(Path(ckpt) / "optim.pt", map_location="cpu", weights_only=True)
+    for role, opt in optims.items():
+        opt.load_state_dict(opt_states[role])
+    rng_path = Path(ckpt) / "rng.pt"
+    set_rng_state(torch.load(rng_path, map_location="cpu", weights_only=True))
+    return state

@@ -1,0 +1,229 @@
+"""The ``gancore`` command line.
+
+    gancore run RECIPE [--set key=value ...] [--resume]
+    gancore validate RECIPE [--set ...]        gancore schema
+    gancore eval RUN_DIR                        gancore plugins [--json]
+    gancore parts [--kind K] [--json]           gancore new-plugin NAME --dir PATH
+    gancore data export|preview ...             + verbs added by plugins (edit, age, ...)
+
+Exit codes: 0 success, 1 training failed, 2 bad input (the message says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser"]
+
+
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", type=Path, help="recipe TOML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, value read as TOML (repeatable): --set train.steps=200")
+
+
+def build_parser(host: Any) -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="gancore", description="Train and apply face-editing GANs from recipes.")
+    parser.add_argument("--version", action="version", version=f"gancore {__version__}")
+    parser.add_argument("--disable", action="append", default=[], metavar="PLUGIN",
+                        help="do not load this plugin (repeatable; also GANCORE_DISABLE_PLUGINS=a,b)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="train from a recipe")
+    _recipe_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a recipe and print it fully resolved")
+    _recipe_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of recipes")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("eval", help="evaluate a trained run; writes RUN/eval.json")
+    p.add_argument("run", type=Path)
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plugins", help="list installed plugins and what they registered")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("parts", help="list registered parts with their owner and config schema")
+    p.add_argument("--kind", choices=["encoder", "generator", "discriminator", "loss", "schedule", "data", "metric"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_parts)
+
+    p = sub.add_parser("new-plugin", help="scaffold a working plugin package")
+    p.add_argument("name", help="plugin name (lowercase letters, digits, _), e.g. 'stargan'")
+    p.add_argument("--dir", type=Path, default=Path("."), help="folder to create gancore-NAME/ in")
+    p.set_defaults(func=cmd_new_plugin)
+
+    for cmd in list(host.commands.values()):
+        p = sub.add_parser(cmd.name, help=f"{cmd.help} [plugin {cmd.plugin}]")
+        try:
+            cmd.configure(p)
+        except Exception as e:  # one broken plugin verb must not take the whole CLI down
+            print(f"gancore: plugin {cmd.plugin!r}: command {cmd.name!r} is unavailable: {type(e).__name__}: {e}",
+                  file=sys.stderr)
+            p.set_defaults(func=lambda args, _e=e, _c=cmd: _fail(f"gancore {_c.name}: unavailable: {_e}"))
+            continue
+        p.set_defaults(func=lambda args, _run=cmd.run: _run(args))
+    return parser
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(msg, file=sys.stderr)
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .engine import train
+    from .recipe import load_recipe
+
+    resolved = load_recipe(args.recipe, args.overrides)
+    run_dir = train(resolved, resume=args.resume, progress=False if args.no_progress else None)
+    print(f"done: {run_dir}  (samples in {run_dir / 'samples'}, checkpoints in {run_dir / 'checkpoints'})")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe
+
+    resolved = load_recipe(args.recipe, args.overrides)
+    print(json.dumps(resolved.as_dict(), indent=2))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .recipe import recipe_schema
+
+    print(json.dumps(recipe_schema(), indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import gancore
+
+    from .runs import load_run
+
+    run = load_run(args.run, args.checkpoint)
+    results: dict[str, Any] = {"run": str(run.dir), "step": run.step, "schedule": run.schedule_name}
+    applied = []
+    for spec in gancore.registry().list("metric"):
+        metric = spec.build()
+        if metric.applies_to(run.schedule_name):
+            applied.append(spec.name)
+            results[spec.name] = metric.compute(run)
+    if not applied:
+        return _fail(f"no installed metric evaluates runs of schedule {run.schedule_name!r}")
+    out = run.dir / "eval.json"
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, out)
+    print(json.dumps(results, indent=2))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import get_host
+
+    host = get_host()
+    rows = [s.as_dict() for s in host.statuses.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        where = f"{r['distribution'] or '?'} {r['version'] or ''}".strip()
+        print(f"{r['name']}  [{r['state']}]  {where}")
+        if r["error"]:
+            print(f"    error: {r['error']}")
+        for kind, names in sorted(r["parts"].items()):
+            print(f"    {kind}: {', '.join(names)}")
+        if r["commands"]:
+            print(f"    commands: {', '.join(r['commands'])}")
+    return 0
+
+
+def cmd_parts(args: argparse.Namespace) -> int:
+    from .plugins import get_host
+
+    host = get_host()
+    rows = []
+    for spec in host.registry.list(args.kind):
+        try:
+            schema = spec.config_cls.model_json_schema()
+            summary = spec.summary()
+        except Exception as e:  # a lazily named part whose module is broken: report, keep listing
+            schema, summary = None, f"(cannot load: {e})"
+        rows.append({"name": spec.name, "kind": spec.kind, "plugin": spec.plugin, "summary": summary,
+                     "config": schema})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        keys = ", ".join((r["config"] or {}).get("properties", {}))
+        print(f"{r['name']:28s} {r['kind']:13s} {r['plugin']:10s} {r['summary']}")
+        if keys:
+            print(f"{'':28s} keys: {keys}")
+    return 0
+
+
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from .scaffold import scaffold
+
+    path = scaffold(args.name, args.dir)
+    print(f"created {path}\nnext: pip install -e {path} && pytest {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import plugins
+    from .checkpoint import CheckpointError
+    from .data.base import DataError
+    from .engine import TrainingError
+    from .recipe import RecipeError
+    from .registry import RegistryError
+    from .runs import RunError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --disable must act before any plugin is imported, so read it before parsing.
+    disabled = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--disable"]
+    disabled += [a.split("=", 1)[1] for a in argv if a.startswith("--disable=")]
+    if disabled:
+        plugins.disable(*disabled)
+    host = plugins.get_host()
+    parser = build_parser(host)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except RecipeError as e:
+        return _fail(str(e))
+    except (RunError, RegistryError, DataError, CheckpointError) as e:
+        return _fail(f"gancore {args.command}: {e}")
+    except TrainingError as e:
+        return _fail(f"gancore {args.command}: training stopped: {e}", 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted; the last checkpoint is kept (continue with --resume)", 130)
+    except Exception as e:
+        if os.environ.get("GANCORE_DEBUG"):
+            traceback.print_exc()
+        return _fail(f"gancore {args.command}: {type(e).__name__}: {e}\n(set GANCORE_DEBUG=1 for the traceback)", 1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,347 @@
+"""The training loop: one function, read top to bottom.
+
+    gancore run recipes/residual.toml                      # CPU or one GPU
+    torchrun --nproc_per_node 2 --no-python gancore run …   # two CPU processes (gloo)
+    accelerate launch --multi_gpu -m gancore run …          # several GPUs
+
+Each iteration runs the schedule's phases in order.  For each phase the engine makes
+the roles it trains (and the roles it *prepares* for later phases) trainable and
+freezes the rest, runs the phase's forward on every micro-batch, sums its loss terms,
+backpropagates, and steps the optimizers of the trained roles.  Frozen roles are
+called as plain modules, so distributed wrappers only ever see the passes whose
+gradients they reduce (no unused-parameter failures).  Forward results live in a
+per-micro-batch :class:`~gancore.schedule.Context` shared by the phases of an iteration,
+which is how a schedule reuses ``G(x)`` between its D and G phases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, read_state, save_checkpoint
+from .data.base import BatchPlan, DataSource
+from .losses import LossSum
+from .recipe import Resolved
+from .schedule import Context, Nets
+
+__all__ = ["train", "TrainingError", "make_accelerator", "build_nets", "heldout_batch", "save_grid"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what is kept."""
+
+
+# ---------------------------------------------------------------------------------------
+# pieces the loop (and gancore.runs) use
+
+
+def make_accelerator(resolved: Resolved, run_dir: Path) -> Any:
+    from accelerate import Accelerator
+
+    t = resolved.train
+    cpu = t.device == "cpu" or (t.device == "auto" and not torch.cuda.is_available())
+    if t.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("train.device = 'cuda', but no CUDA device is available; use 'auto' or 'cpu'")
+    if t.precision == "fp16" and cpu:
+        raise TrainingError("train.precision = 'fp16' needs a GPU; on CPU use 'no' or 'bf16'")
+    kwargs: dict[str, Any] = {"cpu": cpu, "mixed_precision": t.precision}
+    if resolved.output.tensorboard:
+        kwargs.update(log_with="tensorboard", project_dir=str(run_dir))
+    return Accelerator(**kwargs)
+
+
+def build_nets(resolved: Resolved, info: Any) -> dict[str, nn.Module]:
+    return {role: spec.build(cfg, info=info) for role, (spec, cfg) in resolved.parts.items()}
+
+
+def _source(resolved: Resolved, split: str | None = None) -> DataSource:
+    cfg = resolved.data_config if split is None else resolved.data_config.model_copy(update={"split": split})
+    return resolved.data_spec.build(cfg)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device, non_blocking=True)
+        if channels_last and v.dim() == 4:
+            v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+def heldout_batch(resolved: Resolved, n: int) -> dict[str, dict[str, torch.Tensor]]:
+    """A fixed batch per stream from the test split (the training split if there is none)."""
+    try:
+        source = _source(resolved, "test")
+        plan = BatchPlan(source.labels(), resolved.schedule.streams(), n, seed=12345, num_samples=len(source))
+    except Exception:  # a source without a usable test split: fall back to held-back training samples
+        source = _source(resolved)
+        plan = BatchPlan(source.labels(), resolved.schedule.streams(), n, seed=12345, num_samples=len(source))
+    return {name: source.load(plan.indices(name, 0)) for name in plan.streams}
+
+
+def save_grid(rows: list[tuple[str, torch.Tensor]], path: Path) -> None:
+    """Save sample rows (each ``[N, C, H, W]`` in [-1, 1]) as one PNG grid, a row per entry."""
+    from torchvision.utils import save_image
+
+    if not rows:
+        return
+    n = max(r.shape[0] for _, r in rows)
+    tiles = []
+    for _, r in rows:
+        r = r.detach().float().cpu().clamp(-1, 1)
+        if r.shape[1] == 1:
+            r = r.expand(-1, 3, -1, -1)
+        if r.shape[0] < n:
+            r = torch.cat([r, -torch.ones(n - r.shape[0], *r.shape[1:])])
+        tiles.append(r)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    save_image(torch.cat(tiles) * 0.5 + 0.5, tmp, nrow=n, padding=1, pad_value=1.0)
+    os.replace(tmp, path)
+
+
+def _optimizer(resolved: Resolved, role: str, net: nn.Module) -> torch.optim.Optimizer:
+    o = resolved.optim
+    over = o.per_part.get(role)
+    lr = over.lr if over and over.lr is not None else o.lr
+    betas = over.betas if over and over.betas is not None else o.betas
+    wd = over.weight_decay if over and over.weight_decay is not None else o.weight_decay
+    params = [p for p in net.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError(f"role {role!r} is trained by the schedule but its network has no trainable parameters")
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=wd)
+
+
+def _split(batch: dict[str, dict[str, torch.Tensor]], k: int) -> list[dict[str, dict[str, torch.Tensor]]]:
+    if k == 1:
+        return [batch]
+    return [{s: {n: t.chunk(k)[i] for n, t in b.items()} for s, b in batch.items()} for i in range(k)]
+
+
+# ---------------------------------------------------------------------------------------
+# the loop
+
+
+def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = None) -> Path:
+    """Train the recipe; returns the run folder.  See the module docstring."""
+    t, out = resolved.train, resolved.output
+    run_dir = resolved.run_dir
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    acc = make_accelerator(resolved, run_dir)
+    main = acc.is_main_process
+    device = acc.device
+
+    # -- where we start -------------------------------------------------------------------
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None and not resume:
+        raise TrainingError(f"{run_dir} already holds checkpoints (latest {ckpt.name}); pass --resume to continue "
+                            f"it, or set output.dir to a new folder")
+    if resume and ckpt is not None:
+        saved = read_state(ckpt)["recipe"]
+        now = resolved.as_dict()
+        for section in ("parts", "schedule", "data"):
+            if saved.get(section) != now.get(section):
+                raise TrainingError(f"cannot resume {run_dir}: the recipe's [{section}] differs from the one the "
+                                    f"checkpoint was trained with (see {ckpt / 'state.json'})")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.json").write_text(json.dumps(resolved.as_dict(), indent=2))
+
+    # -- data, networks, optimizers -------------------------------------------------------
+    from accelerate.utils import set_seed
+
+    set_seed(t.seed)
+    source = _source(resolved)
+    info = source.info()
+    schedule = resolved.schedule
+    plan = BatchPlan(source.labels(), schedule.streams(), t.batch_size, t.seed, len(source),
+                     rank=acc.process_index, world=acc.num_processes)
+    nets = build_nets(resolved, info)
+    if t.init_from:
+        init = Path(t.init_from)
+        init = latest_checkpoint(init) or init
+        load_weights(init, nets)
+    if t.channels_last:
+        nets = {r: n.to(memory_format=torch.channels_last) for r, n in nets.items()}
+    trained_roles = schedule.optimized_roles()
+    optims = {r: _optimizer(resolved, r, nets[r]) for r in trained_roles}
+
+    # Trained roles go through accelerator.prepare (DDP under several processes); others
+    # only move to the device, since DDP refuses modules without trainable parameters.
+    wrapped: dict[str, nn.Module] = {}
+    for role, net in nets.items():
+        if role in optims:
+            wrapped[role], optims[role] = acc.prepare(net, optims[role])
+        else:
+            wrapped[role] = net.to(device).requires_grad_(False)
+    plain = {r: acc.unwrap_model(m) for r, m in wrapped.items()}
+    if t.compile:
+        wrapped = {r: _compiled(m) for r, m in wrapped.items()}
+    losses = {name: LossSum(terms).to(device) for name, terms in resolved.phase_losses.items()}
+    phases = schedule.phases()
+
+    start = 0
+    if resume and ckpt is not None:
+        start = int(load_checkpoint(ckpt, plain, {r: o.optimizer if hasattr(o, "optimizer") else o
+                                                   for r, o in optims.items()})["step"])
+        if main:
+            print(f"resuming {run_dir} from {ckpt.name}", file=sys.stderr)
+    elif resume and main:
+        print(f"--resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
+    # noise differs between processes; the seed still fixes all of it.
+    if start == 0:
+        torch.manual_seed(t.seed + 1000 * acc.process_index)
+    metrics_path = run_dir / "metrics.jsonl"
+    if main:
+        _truncate_metrics(metrics_path, start)
+    heldout = {s: _to(b, device, False) for s, b in heldout_batch(resolved, out.num_samples).items()} if main else None
+    state = {"gancore": __version__, "recipe": resolved.as_dict(),
+             "info": {"resolution": info.resolution, "channels": info.channels, "label_classes": info.label_classes}}
+
+    def save(step: int) -> None:
+        acc.wait_for_everyone()
+        if main:
+            save_checkpoint(run_dir, step, plain, {r: o.optimizer if hasattr(o, "optimizer") else o
+                                                   for r, o in optims.items()}, state, out.keep_last)
+
+    def sample(step: int) -> None:
+        if not main:
+            return
+        modes = {r: m.training for r, m in plain.items()}
+        for m in plain.values():
+            m.eval()
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), acc.autocast():
+            rows = schedule.sample(plain, heldout)
+        for r, m in plain.items():
+            m.train(modes[r])
+        save_grid(rows, run_dir / "samples" / f"step_{step:06d}.png")
+
+    # -- the loop ---------------------------------------------------------------------------
+    k = t.grad_accum
+    pool = ThreadPoolExecutor(max_workers=1)
+
+    def fetch(step: int) -> dict[str, dict[str, torch.Tensor]]:
+        return {s: source.load(plan.indices(s, step)) for s in plan.streams}
+
+    pending = pool.submit(fetch, start) if start < t.steps else None
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    began = time.perf_counter()
+    last_log = began
+    bar = None
+    show = main and (progress if progress is not None else sys.stderr.isatty())
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=t.steps, initial=start, desc=resolved.name, dynamic_ncols=True, unit="it")
+    tb = out.tensorboard
+    if tb:
+        acc.init_trackers(resolved.name)
+    for m in wrapped.values():
+        m.train()
+    try:
+        for step in range(start, t.steps):
+            batch = pending.result()
+            pending = pool.submit(fetch, step + 1) if step + 1 < t.steps else None
+            micro = [Context(step=step, batch=mb, info=info)
+                     for mb in _split({s: _to(b, device, t.channels_last) for s, b in batch.items()}, k)]
+            for phase in phases:
+                if step % phase.every:
+                    continue
+                active = set(phase.trains) | set(phase.prepares)
+                for role in optims:
+                    plain[role].requires_grad_(role in active)
+                view = Nets(wrapped, plain, active)
+                for i, ctx in enumerate(micro):
+                    ctx.nets, ctx.phase = view, phase.name
+                    with contextlib.ExitStack() as stack:
+                        if i < k - 1:  # no gradient all-reduce until the last micro-batch
+                            for role in phase.trains:
+                                stack.enter_context(acc.no_sync(wrapped[role]))
+                        with acc.autocast():
+                            phase.run(ctx)
+                            total, parts = losses[phase.name].evaluate(ctx, step)
+                        if t.nan_check and not bool(torch.isfinite(total.detach())):
+                            bad = next((n for n, v in parts.items() if not bool(torch.isfinite(v.detach()))), "?")
+                            raise TrainingError(_nan_message(phase.name, bad, step, run_dir))
+                        if total.requires_grad:
+                            acc.backward(total / k)
+                    for name, value in parts.items():
+                        key = f"{phase.name}/{name}"
+                        sums[key] = sums.get(key, 0) + value.detach().float() / k
+                for role in phase.trains:
+                    optims[role].step()
+                    optims[role].zero_grad(set_to_none=True)
+            micro.clear()
+            count += 1
+            done = step + 1
+            if done % t.log_every == 0 or done == t.steps:
+                now = time.perf_counter()
+                record = {"step": done, **{n: round(float(v) / count, 6) for n, v in sums.items()},
+                          "seconds": round(now - began, 3), "it_per_s": round(count / max(now - last_log, 1e-9), 3)}
+                sums, count, last_log = {}, 0, now
+                if main:
+                    with open(metrics_path, "a") as fh:
+                        fh.write(json.dumps(record) + "\n")
+                    if tb:
+                        acc.log({k_: v for k_, v in record.items() if k_ != "step"}, step=done)
+                    if bar is not None:
+                        bar.set_postfix({n.split("/")[-1][:10]: f"{v:.3g}" for n, v in list(record.items())[1:5]},
+                                        refresh=False)
+            if bar is not None:
+                bar.update(1)
+            if done % out.sample_every == 0 or done == t.steps:
+                sample(done)
+            if done % out.checkpoint_every == 0 or done == t.steps:
+                save(done)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+        if tb:
+            acc.end_training()
+    acc.wait_for_everyone()
+    return run_dir
+
+
+def _nan_message(phase: str, term: str, step: int, run_dir: Path) -> str:
+    last = latest_checkpoint(run_dir)
+    kept = f"the last good checkpoint, {last}, is kept" if last else "no checkpoint had been written yet"
+    return (f"loss term {phase}/{term} became NaN or Inf at step {step + 1}; training stopped and {kept}. "
+            f"Lower optim.lr or this term's weight, then resume with --resume")
+
+
+def _truncate_metrics(path: Path, start: int) -> None:
+    """On resume, drop records past the checkpoint so the log reads as one run."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= start:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    path.write_text("".join(x + "\n" for x in keep))
+
+
+def _compiled(module: nn.Module) -> nn.Module:
+    try:
+        return torch.compile(module)
+    except Exception as e:  # compile is an optimisation: fall back to eager, loudly
+        print(f"torch.compile failed ({type(e).__name__}: {e}); running eagerly", file=sys.stderr)
+        return module
+

@@ -1,0 +1,35 @@
+"""The hooks a gancore plugin implements.  Only gancore's own code calls them.
+
+Each hook receives a ``register`` callback and calls it once per thing it adds, so a
+plugin never builds lists and gancore can check every registration as it happens.
+A plugin module implements any subset of these with ``@gancore.hookimpl``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("gancore")
+hookimpl = pluggy.HookimplMarker("gancore")
+
+
+@hookspec
+def register_parts(register: Any) -> None:
+    """Add parts: ``register(name, target, description=None)``.
+
+    ``target`` is a class (an Encoder, Generator, Discriminator, LossTerm, Schedule,
+    DataSource or Metric subclass; its ``kind`` files it) or, to keep imports lazy, a
+    ``"package.module:Class"`` string followed by ``kind="generator"``.
+    Names are ``"<plugin>.<part>"``, e.g. ``"residual.transformer"``.
+    """
+
+
+@hookspec
+def register_commands(register: Any) -> None:
+    """Add CLI verbs: ``register(name, help, configure, run)``.
+
+    ``configure(parser)`` adds arguments to an ``argparse`` sub-parser; ``run(args)``
+    does the work and returns the exit code.
+    """

@@ -1,0 +1,223 @@
+"""Finding, loading and reporting plugins.
+
+Plugins are modules named by entry points in the group ``gancore``.  Loading is lazy
+(on first need), blockable *before* a plugin is imported, and fault tolerant: a plugin
+that fails to import or to register is reported with its error and the rest keep working.
+
+Environment:
+
+- ``GANCORE_LOAD_PLUGINS=a,b`` loads only those entry points (empty: none but built-ins).
+- ``GANCORE_DISABLE_PLUGINS=a,b`` blocks those (so does ``gancore --disable NAME``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .registry import KINDS, PartSpec, Registry, RegistryError
+
+__all__ = ["PLUGIN_API", "PluginStatus", "PluginHost", "Command", "get_host", "reset"]
+
+#: the plugin API this gancore provides; plugins declare ``GANCORE_PLUGIN_API = 1``.
+PLUGIN_API = 1
+ENTRY_POINT_GROUP = "gancore"
+#: built-in plugins, always loaded, through the same hooks as everyone else's.
+BUILTIN_PLUGINS = {"gancore": "gancore.builtins"}
+
+
+@dataclass
+class PluginStatus:
+    """What happened to one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    module: str | None = None
+    state: str = "loaded"  # loaded | failed | disabled | skipped
+    error: str | None = None
+    parts: dict[str, list[str]] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "module": self.module,
+            "state": self.state,
+            "error": self.error,
+            "parts": self.parts,
+            "commands": self.commands,
+        }
+
+
+@dataclass
+class Command:
+    """A CLI verb added by a plugin."""
+
+    name: str
+    help: str
+    configure: Callable[[Any], None]
+    run: Callable[[Any], int]
+    plugin: str
+
+
+def _split_env(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+class PluginHost:
+    """A plugin manager, the registry it filled, and a status per plugin."""
+
+    def __init__(self, load_only: Iterable[str] | None = None, disable: Iterable[str] = (),
+                 entry_points: Iterable[md.EntryPoint] | None = None) -> None:
+        self.pm = pluggy.PluginManager("gancore")
+        self.pm.add_hookspecs(hookspecs)
+        self.registry = Registry()
+        self.statuses: dict[str, PluginStatus] = {}
+        self.commands: dict[str, Command] = {}
+        load_only = None if load_only is None else set(load_only)
+        for name in disable:
+            self.pm.set_blocked(name)
+        for name, module in BUILTIN_PLUGINS.items():
+            self._import(name, module, PluginStatus(name=name, module=module, distribution="gancore",
+                                                     version=_version("gancore")))
+        eps = md.entry_points(group=ENTRY_POINT_GROUP) if entry_points is None else entry_points
+        for ep in sorted(eps, key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            status = PluginStatus(name=ep.name, module=ep.value,
+                                  distribution=dist.metadata["Name"] if dist else None,
+                                  version=dist.version if dist else None)
+            if ep.name in self.statuses:
+                status.state, status.error = "failed", f"a plugin named {ep.name!r} is already loaded"
+                self.statuses[f"{ep.name} ({status.distribution})"] = status
+                continue
+            self.statuses[ep.name] = status
+            if self.pm.is_blocked(ep.name):
+                status.state = "disabled"
+                continue
+            if load_only is not None and ep.name not in load_only:
+                status.state = "skipped"
+                continue
+            self._import(ep.name, ep.load, status)
+        self._collect()
+
+    # -- loading ----------------------------------------------------------------------------
+    def _import(self, name: str, loader: str | Callable[[], Any], status: PluginStatus) -> None:
+        self.statuses[name] = status
+        try:
+            module = importlib.import_module(loader) if isinstance(loader, str) else loader()
+        except Exception as e:  # a broken plugin must not take the others down
+            status.state, status.error = "failed", f"import failed: {type(e).__name__}: {e}"
+            return
+        api = getattr(module, "GANCORE_PLUGIN_API", None)
+        if name not in BUILTIN_PLUGINS and api != PLUGIN_API:
+            status.state = "failed"
+            status.error = (
+                f"plugin targets gancore plugin API {api!r}, but this gancore ({_version('gancore')}) provides "
+                f"API {PLUGIN_API}; " + ("declare GANCORE_PLUGIN_API = 1 in the plugin module" if api is None
+                                         else "install a gancore release that supports it, or a matching plugin version")
+            )
+            return
+        try:
+            self.pm.register(module, name=name)
+        except (ValueError, pluggy.PluginValidationError) as e:
+            status.state, status.error = "failed", f"cannot register: {e}"
+
+    def _collect(self) -> None:
+        """Call each plugin's hooks, attributing every registration to its plugin."""
+        for impl in self.pm.hook.register_parts.get_hookimpls():
+            self._call(impl, "parts")
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            self._call(impl, "commands")
+
+    def _call(self, impl: pluggy.HookImpl, what: str) -> None:
+        status = self.statuses[impl.plugin_name]
+        if status.state != "loaded":
+            return
+        try:
+            if what == "parts":
+                impl.function(register=self._part_registrar(status))
+            else:
+                impl.function(register=self._command_registrar(status))
+        except Exception as e:
+            self.registry.remove_plugin(status.name)
+            for cmd in [c for c in self.commands.values() if c.plugin == status.name]:
+                del self.commands[cmd.name]
+            status.state, status.error = "failed", f"register_{what} failed: {type(e).__name__}: {e}"
+            status.parts, status.commands = {}, []
+
+    def _part_registrar(self, status: PluginStatus) -> Callable[..., None]:
+        def register(name: str, target: Any, description: str | None = None, *, kind: str | None = None) -> None:
+            if kind is None:
+                if isinstance(target, str):
+                    raise RegistryError(f"plugin {status.name!r}: lazy part {name!r} needs kind= (one of {', '.join(KINDS)})")
+                kind = getattr(target, "kind", None)
+            self.registry.add(PartSpec(name=name, kind=str(kind), target=target, plugin=status.name,
+                                       description=description or ""))
+            status.parts.setdefault(str(kind), []).append(name)
+
+        return register
+
+    def _command_registrar(self, status: PluginStatus) -> Callable[..., None]:
+        def register(name: str, help: str, configure: Callable[[Any], None], run: Callable[[Any], int]) -> None:
+            if name in self.commands:
+                raise RegistryError(
+                    f"command {name!r} is registered twice: by {self.commands[name].plugin!r} and by {status.name!r}"
+                )
+            self.commands[name] = Command(name, help, configure, run, status.name)
+            status.commands.append(name)
+
+        return register
+
+    # -- queries ----------------------------------------------------------------------------
+    def loaded(self) -> list[str]:
+        return [s.name for s in self.statuses.values() if s.state == "loaded"]
+
+    def failed(self) -> list[PluginStatus]:
+        return [s for s in self.statuses.values() if s.state == "failed"]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+_HOST: PluginHost | None = None
+_EXTRA_DISABLED: list[str] = []
+
+
+def disable(*names: str) -> None:
+    """Block plugins for this process (what ``gancore --disable`` does); call before first use."""
+    global _HOST
+    _EXTRA_DISABLED.extend(names)
+    _HOST = None
+
+
+def get_host() -> PluginHost:
+    """The process-wide plugin host, loaded on first use."""
+    global _HOST
+    if _HOST is None:
+        load_only = _split_env(os.environ.get("GANCORE_LOAD_PLUGINS"))
+        disabled = (_split_env(os.environ.get("GANCORE_DISABLE_PLUGINS")) or []) + _EXTRA_DISABLED
+        _HOST = PluginHost(load_only=load_only, disable=disabled)
+    return _HOST
+
+
+def reset() -> None:
+    """Forget the loaded plugins (tests; after installing a plugin in-process)."""
+    global _HOST
+    _HOST = None
+    _EXTRA_DISABLED.clear()
