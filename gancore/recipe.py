@@ -61,7 +61,9 @@ def _pydantic_problems(err: ValidationError, prefix: str, model: type[BaseModel]
     out = []
     for e in err.errors():
         loc = [str(x) for x in e["loc"]]
-        key = ".".join(filter(None, [prefix, *loc]))
+        key = prefix
+        for x in e["loc"]:
+            key += f"[{x}]" if isinstance(x, int) else (f".{x}" if key else str(x))
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
             known = _known_keys(model, e["loc"][:-1]) if model else []
@@ -235,6 +237,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[Problem]
 # loading
 
 
+def _prune(data: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
+    """A copy of ``data`` without the keys that ``problems`` name."""
+    out = json.loads(json.dumps(data))
+    for p in problems:
+        if not p.key or p.message.startswith("required"):
+            continue
+        parts = p.key.replace("[", ".").replace("]", "").split(".")
+        cur: Any = out
+        for part in parts[:-1]:
+            cur = cur[int(part)] if isinstance(cur, list) and part.isdigit() else (cur.get(part) if isinstance(cur, dict) else None)
+            if cur is None:
+                break
+        else:
+            last = parts[-1]
+            if isinstance(cur, dict):
+                cur.pop(last, None)
+    return out
+
+
 def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     """Stage 1: the structure only."""
     try:
@@ -262,7 +283,24 @@ def load_recipe(path: str | Path | dict[str, Any], overrides: list[str] | None =
     problems = apply_overrides(data, overrides or [])
     if problems:
         raise RecipeError(source, problems)
-    recipe = parse_recipe(data, source)
+    try:
+        recipe = parse_recipe(data, source)
+    except RecipeError as first:
+        # Report stage-2 problems too where possible: drop the offending keys and retry.
+        pruned = _prune(data, first.problems)
+        try:
+            recipe = parse_recipe(pruned, source)
+        except RecipeError:
+            raise first from None
+        if registry is None:
+            from .plugins import get_host
+
+            registry = get_host().registry
+        try:
+            resolve(recipe, registry, source)
+        except RecipeError as second:
+            raise RecipeError(source, first.problems + second.problems) from None
+        raise first from None
     if registry is None:
         from .plugins import get_host
 
@@ -307,6 +345,29 @@ class Resolved:
     @property
     def run_dir(self) -> Path:
         return self.recipe.run_dir
+
+    def add_loss(self, loss: Any, phases: str | list[str] | None = None) -> None:
+        """Add a LossTerm or a LossSum (``a + 0.1 * b``) from Python to ``phases``
+        (default: the phases that take extra terms), checking what each term reads."""
+        from .losses import LossSum
+
+        terms = list(loss.terms) if isinstance(loss, LossSum) else [loss]
+        names = [phases] if isinstance(phases, str) else phases
+        if names is None:
+            names = [p.name for p in self.schedule.phases() if p.accepts_extra_losses]
+        provides = {p.name: set(p.provides) for p in self.schedule.phases()}
+        for phase in names:
+            if phase not in provides:
+                raise ValueError(f"no phase {phase!r}; phases: {', '.join(provides)}")
+            for term in terms:
+                missing = [s for s in term.sources.values() if s not in provides[phase]]
+                if missing:
+                    raise ValueError(f"loss {term.name!r} reads {missing[0]!r}, which phase {phase!r} does not provide "
+                                     f"(it provides: {', '.join(sorted(provides[phase]))})")
+                if any(t.name == term.name for t in self.phase_losses[phase]):
+                    raise ValueError(f"phase {phase!r} already has a term named {term.name!r}; pass name=...")
+        for phase in names:
+            self.phase_losses[phase].extend(terms)
 
     def as_dict(self) -> dict[str, Any]:
         """The fully resolved recipe: every default filled in, as plain data."""
