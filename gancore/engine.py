@@ -301,6 +301,8 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
                     if bar is not None:
                         bar.set_postfix({n.split("/")[-1][:10]: f"{v:.3g}" for n, v in list(record.items())[1:5]},
                                         refresh=False)
+                    elif progress is not False and (done % (t.log_every * 10) == 0 or done == t.steps):
+                        print(_status_line(record, t.steps, start), file=sys.stderr, flush=True)
             if bar is not None:
                 bar.update(1)
             if done % out.sample_every == 0 or done == t.steps:
@@ -315,6 +317,15 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
             acc.end_training()
     acc.wait_for_everyone()
     return run_dir
+
+
+def _status_line(record: dict[str, Any], steps: int, start: int) -> str:
+    """One log line for runs without a terminal progress bar (CI logs, nohup)."""
+    done, secs = record["step"], record["seconds"]
+    rate = (done - start) / max(secs, 1e-9)
+    eta = (steps - done) / max(rate, 1e-9)
+    terms = "  ".join(f"{k} {v:.4g}" for k, v in record.items() if "/" in k)
+    return f"step {done}/{steps}  {terms}  {rate:.2f} it/s  ETA {eta / 60:.1f} min"
 
 
 def _nan_message(phase: str, term: str, step: int, run_dir: Path) -> str:
