@@ -181,9 +181,12 @@ def cmd_parts(args: argparse.Namespace) -> int:
 
 
 def cmd_new_plugin(args: argparse.Namespace) -> int:
-    from .scaffold import scaffold
+    from .scaffold import ScaffoldError, scaffold
 
-    path = scaffold(args.name, args.dir)
+    try:
+        path = scaffold(args.name, args.dir)
+    except ScaffoldError as e:
+        return _fail(f"gancore new-plugin: {e}")
     print(f"created {path}\nnext: pip install -e {path} && pytest {path}")
     return 0
 
@@ -203,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     disabled += [a.split("=", 1)[1] for a in argv if a.startswith("--disable=")]
     if disabled:
         plugins.disable(*disabled)
-    host = plugins.get_host()
+    try:
+        host = plugins.get_host()
+    except RegistryError as e:
+        return _fail(f"gancore: {e}")
     parser = build_parser(host)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -17,7 +17,7 @@ hookimpl = pluggy.HookimplMarker("gancore")
 
 @hookspec
 def register_parts(register: Any) -> None:
-    """Add parts: ``register(name, target, description=None)``.
+    """Add parts: ``register(name, target, description=None, *, kind=None)``.
 
     ``target`` is a class (an Encoder, Generator, Discriminator, LossTerm, Schedule,
     DataSource or Metric subclass; its ``kind`` files it) or, to keep imports lazy, a

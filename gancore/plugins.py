@@ -88,6 +88,8 @@ class PluginHost:
         self.commands: dict[str, Command] = {}
         load_only = None if load_only is None else set(load_only)
         for name in disable:
+            if name in BUILTIN_PLUGINS:
+                raise RegistryError(f"the built-in plugin {name!r} cannot be disabled")
             self.pm.set_blocked(name)
         for name, module in BUILTIN_PLUGINS.items():
             self._import(name, module, PluginStatus(name=name, module=module, distribution="gancore",
@@ -131,7 +133,10 @@ class PluginHost:
             return
         try:
             self.pm.register(module, name=name)
+            self.pm.check_pending()  # a misspelt hook name is an error, not a silent no-op
         except (ValueError, pluggy.PluginValidationError) as e:
+            if self.pm.get_plugin(name) is not None:
+                self.pm.unregister(name=name)
             status.state, status.error = "failed", f"cannot register: {e}"
 
     def _collect(self) -> None:
@@ -159,6 +164,9 @@ class PluginHost:
 
     def _part_registrar(self, status: PluginStatus) -> Callable[..., None]:
         def register(name: str, target: Any, description: str | None = None, *, kind: str | None = None) -> None:
+            if isinstance(target, str) and ":" not in target:
+                raise RegistryError(f"plugin {status.name!r}: lazy part {name!r} must be 'package.module:Class', "
+                                    f"got {target!r}")
             if kind is None:
                 if isinstance(target, str):
                     raise RegistryError(f"plugin {status.name!r}: lazy part {name!r} needs kind= (one of {', '.join(KINDS)})")

@@ -145,9 +145,9 @@ class Registry:
         if "." in name and not any(p.startswith(prefix + ".") for p in self._parts):
             dist = KNOWN_PLUGINS.get(prefix)
             if dist:
-                msg += f" Parts named '{prefix}.*' come from the plugin {dist!r}: pip install {dist}"
+                msg += f"; parts named '{prefix}.*' come from the plugin {dist!r}: pip install {dist} (if it is installed, see `gancore plugins` for why it is not loaded)"
             else:
-                msg += f" No installed plugin provides parts named '{prefix}.*' (see `gancore plugins`)."
+                msg += f"; no loaded plugin provides parts named '{prefix}.*' (see `gancore plugins`)"
         elif not close and pool:
             msg += f"; known {what}s: {', '.join(sorted(pool)[:12])}{' ...' if len(pool) > 12 else ''}"
         return msg
