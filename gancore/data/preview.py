@@ -47,7 +47,7 @@ def _to_u8(img: Tensor) -> Tensor:
 
 def sweeps(source: Any, index: int = 0) -> list[Tensor]:
     """Rows of images ``[n, 3, R, R]``: sample ``index`` with one factor swept per row."""
-    table = CHAIR_SWEEPS if source.name == "synthchairs" else FACE_SWEEPS
+    table = CHAIR_SWEEPS if getattr(source, "name", "") == "synthchairs" else FACE_SWEEPS
     rows = []
     for name, values in table:
         f = source.factors([index] * len(values))
@@ -71,7 +71,7 @@ def preview_grid(source: Any, out_path: str | Path, samples: int = 16, columns: 
         imgs = source.load(list(range(n)))["image"]
         for i in range(0, n, columns):
             rows.append(imgs[i : i + columns])
-    if with_sweeps:
+    if with_sweeps and hasattr(source, "factors") and hasattr(source, "render"):  # sources with factors only
         rows += sweeps(source, index)
     if not rows:
         raise ValueError("preview_grid: nothing to draw (samples=0 and with_sweeps=False)")
