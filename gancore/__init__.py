@@ -41,7 +41,7 @@ def registry() -> Registry:
     return get_host().registry
 
 
-def build(name: str, config: Any = None, *, info: DataInfo | None = None, **options: Any) -> Any:
+def build(name: str, config: Any = None, /, *, info: DataInfo | None = None, **options: Any) -> Any:
     """Build a registered part by name: ``gancore.build("residual.transformer", width=32)``."""
     spec = registry().get(name)
     cfg = {**(config or {}), **options}
@@ -50,7 +50,7 @@ def build(name: str, config: Any = None, *, info: DataInfo | None = None, **opti
     return spec.build(cfg)
 
 
-def loss(name: str, **options: Any) -> LossTerm:
+def loss(name: str, /, **options: Any) -> LossTerm:
     """A registered loss term by name: ``gancore.loss("tv", weight=0.1)``."""
     return registry().get(name, "loss").build(options)
 

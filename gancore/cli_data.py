@@ -17,6 +17,7 @@ def configure_data(parser: argparse.ArgumentParser) -> None:
     ex.add_argument("--profile", default=None, help="source profile (synthfaces: celeba|utkface|multipie|free)")
     ex.add_argument("--split", default="train")
     ex.add_argument("--out", required=True, type=Path)
+    ex.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     pv = sub.add_parser("preview", help="a PNG grid of samples and factor sweeps")
     pv.add_argument("source")
     pv.add_argument("--profile", default=None)
@@ -48,8 +49,8 @@ def run_data(args: argparse.Namespace) -> int:
     if args.data_cmd == "export":
         from .data.export import export
 
-        path = export(source, args.format, args.n, args.out, args.resolution)
-        print(f"wrote {args.n} samples in {args.format} layout to {path or args.out}")
+        result = export(source, args.format, args.n, args.out, args.resolution, overwrite=args.overwrite)
+        print(result.summary())
         return 0
     from .data.preview import preview_grid
 

@@ -7,16 +7,15 @@
 Each iteration runs the schedule's phases in order.  For each phase the engine makes
 the roles it trains (and the roles it *prepares* for later phases) trainable and
 freezes the rest, runs the phase's forward on every micro-batch, sums its loss terms,
-backpropagates, and steps the optimizers of the trained roles.  Frozen roles are
-called as plain modules, so distributed wrappers only ever see the passes whose
-gradients they reduce (no unused-parameter failures).  Forward results live in a
+backpropagates, averages the trained roles' gradients over processes (one explicit
+all-reduce, so forward reuse across phases and micro-batches stays correct), and steps
+their optimizers.  Forward results live in a
 per-micro-batch :class:`~gancore.schedule.Context` shared by the phases of an iteration,
 which is how a schedule reuses ``G(x)`` between its D and G phases.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -179,17 +178,21 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
     trained_roles = schedule.optimized_roles()
     optims = {r: _optimizer(resolved, r, nets[r]) for r in trained_roles}
 
-    # Trained roles go through accelerator.prepare (DDP under several processes); others
-    # only move to the device, since DDP refuses modules without trainable parameters.
-    wrapped: dict[str, nn.Module] = {}
+    # Gradients are averaged across processes by one explicit all-reduce per trained role
+    # after a phase's last micro-batch (see _all_reduce_grads), not by DDP wrappers: a
+    # schedule may make a forward in one phase and backpropagate it in a later one, and DDP
+    # ties its all-reduce to the order of forwards and backwards, which such reuse breaks.
+    # The optimizers still go through accelerator.prepare (gradient scaling for fp16).
     for role, net in nets.items():
-        if role in optims:
-            wrapped[role], optims[role] = acc.prepare(net, optims[role])
-        else:
-            wrapped[role] = net.to(device).requires_grad_(False)
-    plain = {r: acc.unwrap_model(m) for r, m in wrapped.items()}
-    if t.compile:
-        wrapped = {r: _compiled(m) for r, m in wrapped.items()}
+        net.to(device)
+        if role not in optims:
+            net.requires_grad_(False)
+    for role in optims:
+        optims[role] = acc.prepare(optims[role])
+    if acc.num_processes > 1:
+        _broadcast_from_main(nets)
+    plain = nets
+    wrapped = {r: _compiled(m) for r, m in nets.items()} if t.compile else dict(nets)
     losses = {name: LossSum(terms).to(device) for name, terms in resolved.phase_losses.items()}
     phases = schedule.phases()
 
@@ -236,8 +239,16 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
     def fetch(step: int) -> dict[str, dict[str, torch.Tensor]]:
         return {s: source.load(plan.indices(s, step)) for s in plan.streams}
 
-    pending = pool.submit(fetch, start) if start < t.steps else None
+    # Prefetch the next batch in a thread when loading costs something (rendered or
+    # decoded images); for instant sources the hand-off would cost more than it saves.
+    timed = time.perf_counter()
+    first = fetch(start) if start < t.steps else None
+    prefetch = time.perf_counter() - timed > 0.005
+    pending: Any = None
     sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    bad_at: dict[str, torch.Tensor] = {}  # first step each term was not finite (no host sync per step)
+    never = torch.tensor(float("inf"), device=device)
     count = 0
     began = time.perf_counter()
     last_log = began
@@ -252,10 +263,25 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
         acc.init_trackers(resolved.name)
     for m in wrapped.values():
         m.train()
+
+    def check_finite() -> None:
+        """Raise if any term went NaN/Inf since the last check (one host sync)."""
+        if not (t.nan_check and bad_at):
+            return
+        keys = list(bad_at)
+        firsts = torch.stack([bad_at[key] for key in keys]).cpu()
+        if bool(torch.isfinite(firsts).any()):
+            i = int(firsts.argmin())
+            phase, _, term = keys[i].partition("/")
+            raise TrainingError(_nan_message(phase, term, int(firsts[i]), run_dir))
+
     try:
         for step in range(start, t.steps):
-            batch = pending.result()
-            pending = pool.submit(fetch, step + 1) if step + 1 < t.steps else None
+            if step == start:
+                batch = first
+            else:
+                batch = pending.result() if pending is not None else fetch(step)
+            pending = pool.submit(fetch, step + 1) if prefetch and step + 1 < t.steps else None
             micro = [Context(step=step, batch=mb, info=info)
                      for mb in _split({s: _to(b, device, t.channels_last) for s, b in batch.items()}, k)]
             for phase in phases:
@@ -267,21 +293,24 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
                 view = Nets(wrapped, plain, active)
                 for i, ctx in enumerate(micro):
                     ctx.nets, ctx.phase = view, phase.name
-                    with contextlib.ExitStack() as stack:
-                        if i < k - 1:  # no gradient all-reduce until the last micro-batch
-                            for role in phase.trains:
-                                stack.enter_context(acc.no_sync(wrapped[role]))
-                        with acc.autocast():
-                            phase.run(ctx)
-                            total, parts = losses[phase.name].evaluate(ctx, step)
-                        if t.nan_check and not bool(torch.isfinite(total.detach())):
-                            bad = next((n for n, v in parts.items() if not bool(torch.isfinite(v.detach()))), "?")
-                            raise TrainingError(_nan_message(phase.name, bad, step, run_dir))
-                        if total.requires_grad:
-                            acc.backward(total / k)
+                    with acc.autocast():
+                        phase.run(ctx)
+                        total, parts = losses[phase.name].evaluate(ctx, step)
+                    if total.requires_grad:
+                        acc.backward(total / k)
                     for name, value in parts.items():
                         key = f"{phase.name}/{name}"
-                        sums[key] = sums.get(key, 0) + value.detach().float() / k
+                        v = value.detach().float()
+                        sums[key] = sums.get(key, 0) + v / k
+                        if t.nan_check:
+                            bad_at[key] = torch.minimum(bad_at.get(key, never),
+                                                        torch.where(torch.isfinite(v), never, float(step + 1)))
+                    if i == k - 1:
+                        for name in parts:
+                            key = f"{phase.name}/{name}"
+                            counts[key] = counts.get(key, 0) + 1
+                if acc.num_processes > 1:
+                    _all_reduce_grads([plain[r] for r in phase.trains], acc.num_processes)
                 for role in phase.trains:
                     optims[role].step()
                     optims[role].zero_grad(set_to_none=True)
@@ -289,10 +318,11 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
             count += 1
             done = step + 1
             if done % t.log_every == 0 or done == t.steps:
+                check_finite()
                 now = time.perf_counter()
-                record = {"step": done, **{n: round(float(v) / count, 6) for n, v in sums.items()},
+                record = {"step": done, **{n: round(float(v) / counts[n], 6) for n, v in sums.items()},
                           "seconds": round(now - began, 3), "it_per_s": round(count / max(now - last_log, 1e-9), 3)}
-                sums, count, last_log = {}, 0, now
+                sums, counts, count, last_log = {}, {}, 0, now
                 if main:
                     with open(metrics_path, "a") as fh:
                         fh.write(json.dumps(record) + "\n")
@@ -306,8 +336,10 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
             if bar is not None:
                 bar.update(1)
             if done % out.sample_every == 0 or done == t.steps:
+                check_finite()
                 sample(done)
             if done % out.checkpoint_every == 0 or done == t.steps:
+                check_finite()  # never save weights a NaN has touched
                 save(done)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -317,6 +349,38 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
             acc.end_training()
     acc.wait_for_everyone()
     return run_dir
+
+
+def _all_reduce_grads(modules: list[nn.Module], world: int) -> None:
+    """Average the gradients of ``modules`` over all processes: one flat all-reduce.
+
+    Every parameter takes part (a missing gradient counts as zero), so all processes
+    always send buffers of the same size, whatever their phase computed.
+    """
+    import torch.distributed as dist
+
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    if not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(p).to(p.dtype)
+        offset += n
+
+
+def _broadcast_from_main(nets: dict[str, nn.Module]) -> None:
+    """Start every process from the main process's weights and buffers."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for net in nets.values():
+            for tensor in [*net.parameters(), *net.buffers()]:
+                dist.broadcast(tensor.data, src=0)
 
 
 def _status_line(record: dict[str, Any], steps: int, start: int) -> str:
@@ -331,7 +395,7 @@ def _status_line(record: dict[str, Any], steps: int, start: int) -> str:
 def _nan_message(phase: str, term: str, step: int, run_dir: Path) -> str:
     last = latest_checkpoint(run_dir)
     kept = f"the last good checkpoint, {last}, is kept" if last else "no checkpoint had been written yet"
-    return (f"loss term {phase}/{term} became NaN or Inf at step {step + 1}; training stopped and {kept}. "
+    return (f"loss term {phase}/{term} became NaN or Inf at step {step}; training stopped and {kept}. "
             f"Lower optim.lr or this term's weight, then resume with --resume")
 
 

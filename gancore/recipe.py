@@ -85,7 +85,11 @@ def _pydantic_problems(err: ValidationError, prefix: str, model: type[BaseModel]
 def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the (nested) model at ``loc``."""
     cur: Any = model
+    skip_key = False
     for part in loc:
+        if skip_key:  # the key of a dict[str, Model] field (e.g. a role under optim.per_part)
+            skip_key = False
+            continue
         if isinstance(part, int) or cur is None:
             continue
         f = getattr(cur, "model_fields", {}).get(part)
@@ -96,6 +100,7 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
         if cur is None:  # dict[str, Model] / list[Model]
             args = getattr(ann, "__args__", ())
             cur = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            skip_key = getattr(ann, "__origin__", None) is dict
     return _field_names(cur) if cur else []
 
 
@@ -518,10 +523,21 @@ def resolve(recipe: Recipe, registry: Registry, source: str = "<recipe>") -> Res
                     j = matches[0]
                     merged = {**terms[j].config.model_dump(exclude_defaults=True), **given}
                     new = _validate_config(type(terms[j]), merged, key, problems)
-                    if new is not None:
+                    if new is None:
+                        continue
+                    try:
                         term = type(terms[j])(new)
-                        term.default_name = terms[j].default_name
-                        terms[j] = term
+                    except (ValueError, TypeError) as e:
+                        problems.append(Problem(key, str(e)))
+                        continue
+                    term.default_name = terms[j].default_name
+                    missing = [src for src in term.sources.values() if src not in provides[phase]]
+                    if missing:
+                        problems.append(Problem(key, f"loss {term.name!r} reads {missing[0]!r}, which phase {phase!r} "
+                                                     f"does not provide (it provides: "
+                                                     f"{', '.join(sorted(provides[phase])) or 'nothing'})"))
+                        continue
+                    terms[j] = term
                     continue
                 cfg = _validate_config(cls, given, key, problems)
                 if cfg is None:

@@ -72,11 +72,13 @@ class PartSpec:
         """An instance built from ``config`` (a dict or the part's Config)."""
         cls = self.load()
         if isinstance(config, dict) or config is None:
-            config = cls.Config(**{**self.preset, **(config or {})})
-        obj = cls(config, **kwargs)
-        if self.kind == "loss" and not getattr(obj, "default_name", ""):
-            obj.default_name = self.name
-        return obj
+            values = {**self.preset, **(config or {})}
+            if self.kind == "loss" and values.get("name") is None and not cls.__dict__.get("default_name"):
+                values["name"] = self.name  # so errors and logs use the registered name
+            config = cls.Config(**values)
+        elif self.kind == "loss" and getattr(config, "name", "") is None and not cls.__dict__.get("default_name"):
+            config = config.model_copy(update={"name": self.name})
+        return cls(config, **kwargs)
 
 
 class Registry:

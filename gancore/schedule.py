@@ -14,9 +14,8 @@ Forward results are shared between the phases of an iteration through the contex
 ``ctx.once("fake0", lambda: ctx.nets.G0(x0))`` computes ``G0(x0)`` the first time any
 phase asks and hands the same tensor to later phases.  A result that carries gradient
 into a later phase must be made by a network listed in that earlier phase's
-``prepares`` (so the engine leaves its parameters trainable and uses its distributed
-wrapper there); everywhere else the engine freezes the roles a phase does not train and
-gives the phase their plain module.
+``prepares`` (so the engine leaves its parameters trainable there); everywhere else the
+engine freezes the roles a phase does not train.
 """
 
 from __future__ import annotations
@@ -69,8 +68,8 @@ class Phase:
 
 
 class Nets:
-    """The networks as one phase sees them: trained (or prepared) roles through their
-    distributed wrapper, frozen roles as their plain module."""
+    """The networks as one phase sees them: active (trained or prepared) roles as the
+    engine runs them (compiled when ``train.compile`` is on), frozen roles as their module."""
 
     def __init__(self, wrapped: Mapping[str, nn.Module], plain: Mapping[str, nn.Module], active: set[str]):
         self._wrapped = dict(wrapped)
@@ -97,7 +96,7 @@ class Nets:
         return list(self._plain)
 
     def plain(self, role: str) -> nn.Module:
-        """The role's own module (for reading its config), never the distributed wrapper."""
+        """The role's own module (for reading its config), never a compiled wrapper."""
         return self._plain[role]
 
 

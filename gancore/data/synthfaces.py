@@ -737,15 +737,23 @@ def render_faces(f: dict[str, Tensor], resolution: int, supersample: int, device
     prims = prims.transformed(rotation(fl["yaw"]), pos, ~head)
 
     # wrinkles, folds and eye bags painted in the head's own frame
+    # only skin of images with some age (old > 0) or youth (kid > 0) changes: elsewhere every
+    # term below is exactly zero and the albedo comes back unchanged, so it is not computed
+    aged = (old > 0) | (kid > 0)
+
     def albedo_fn(albedo: Tensor, part: Tensor, point: Tensor, normal: Tensor, bi: Tensor) -> Tensor:
-        skin_px = part == SKIN
-        if not bool(skin_px.any()):
+        sel = ((part == SKIN) & aged.index_select(0, bi)).nonzero().flatten()
+        if sel.numel() == 0:
             return albedo
-        q = (r_head[bi] * (point - pos[bi])[:, :, None]).sum(1)  # head frame: r_headᵀ (p - pos)
+        bi = bi.index_select(0, sel)
+        rh = r_head.index_select(0, bi)
+        v = point.index_select(0, sel) - pos.index_select(0, bi)
+        # head frame: r_headᵀ (p - pos), the column sums written out
+        q = rh[:, 0] * v[:, 0:1] + rh[:, 1] * v[:, 1:2] + rh[:, 2] * v[:, 2:3]
         x, y, z = q.unbind(-1)
-        o, kk = old[bi], kid[bi]
+        o, kk = old.index_select(0, bi), kid.index_select(0, bi)
         ax = x.abs()
-        eyb, exb, myb = ey[bi], ex[bi], my[bi]
+        eyb, exb, myb = ey.index_select(0, bi), ex.index_select(0, bi), my.index_select(0, bi)
         front = (z > 0.35).float()
         # forehead lines
         fy = (y - eyb - 0.32) / 0.09
@@ -764,8 +772,9 @@ def render_faces(f: dict[str, Tensor], resolution: int, supersample: int, device
         shade = (1 - dark.clamp(0, 0.7))[:, None]
         # rosy cheeks for children
         blush = kk * torch.exp(-(((ax - 0.36) / 0.13) ** 2) - ((y + 0.22) / 0.1) ** 2) * front
-        tinted = albedo * shade * (1 - 0.18 * blush[:, None] * torch.tensor([0.0, 1.0, 1.0], device=albedo.device))
-        return torch.where(skin_px[:, None], tinted, albedo)
+        sub = albedo.index_select(0, sel)
+        tinted = sub * shade * (1 - 0.18 * blush[:, None] * torch.tensor([0.0, 1.0, 1.0], device=albedo.device))
+        return albedo.index_copy(0, sel, tinted)
 
     light = Light(LIGHT_DIRS.to(dev)[f["light"]], LIGHT_AMBIENT.to(dev)[f["light"]])
     bg = BACKGROUNDS.to(dev)[f["background"]]
