@@ -16,6 +16,7 @@ which is how a schedule reuses ``G(x)`` between its D and G phases.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -247,7 +248,8 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
     pending: Any = None
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
-    bad_at: dict[str, torch.Tensor] = {}  # first step each term was not finite (no host sync per step)
+    bad_at: dict[str, torch.Tensor] = {}  # first step each phase's total was not finite (no host sync per step)
+    autocast = acc.autocast if t.precision != "no" else contextlib.nullcontext
     never = torch.tensor(float("inf"), device=device)
     count = 0
     began = time.perf_counter()
@@ -263,16 +265,20 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
         acc.init_trackers(resolved.name)
     for m in wrapped.values():
         m.train()
+    grad_on = {role: True for role in optims}
 
     def check_finite() -> None:
         """Raise if any term went NaN/Inf since the last check (one host sync)."""
         if not (t.nan_check and bad_at):
             return
-        keys = list(bad_at)
-        firsts = torch.stack([bad_at[key] for key in keys]).cpu()
+        phases_ = list(bad_at)
+        firsts = torch.stack([bad_at[p] for p in phases_]).cpu()
         if bool(torch.isfinite(firsts).any()):
             i = int(firsts.argmin())
-            phase, _, term = keys[i].partition("/")
+            phase = phases_[i]
+            # the culprit term: the one whose running sum the non-finite value poisoned
+            term = next((key.partition("/")[2] for key, v in sums.items()
+                         if key.startswith(phase + "/") and not bool(torch.isfinite(torch.as_tensor(v)))), "?")
             raise TrainingError(_nan_message(phase, term, int(firsts[i]), run_dir))
 
     try:
@@ -289,22 +295,25 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
                     continue
                 active = set(phase.trains) | set(phase.prepares)
                 for role in optims:
-                    plain[role].requires_grad_(role in active)
+                    if grad_on[role] != (role in active):  # toggle only what changes
+                        grad_on[role] = role in active
+                        plain[role].requires_grad_(grad_on[role])
                 view = Nets(wrapped, plain, active)
                 for i, ctx in enumerate(micro):
                     ctx.nets, ctx.phase = view, phase.name
-                    with acc.autocast():
+                    with autocast():
                         phase.run(ctx)
                         total, parts = losses[phase.name].evaluate(ctx, step)
                     if total.requires_grad:
-                        acc.backward(total / k)
+                        acc.backward(total / k if k > 1 else total)
                     for name, value in parts.items():
                         key = f"{phase.name}/{name}"
                         v = value.detach().float()
-                        sums[key] = sums.get(key, 0) + v / k
-                        if t.nan_check:
-                            bad_at[key] = torch.minimum(bad_at.get(key, never),
-                                                        torch.where(torch.isfinite(v), never, float(step + 1)))
+                        sums[key] = sums.get(key, 0) + (v / k if k > 1 else v)
+                    if t.nan_check:  # first non-finite step of this phase, kept on the device
+                        bad_at[phase.name] = torch.minimum(
+                            bad_at.get(phase.name, never),
+                            torch.where(torch.isfinite(total.detach()), never, float(step + 1)))
                     if i == k - 1:
                         for name in parts:
                             key = f"{phase.name}/{name}"
