@@ -1,15 +1,23 @@
 """Rendering speed of the built-in synthetic data (images/s), and of reading the on-disk cache.
 
-    python benchmarks/synth_render.py [--threads 2] [--batch 256] [--repeats 3]
+    python benchmarks/synth_render.py [--threads 1] [--batch 256] [--repeats 3] [--backend auto|compiled|eager]
+                                      [--ab] [--no-cache]
 
 Prints images/s of SynthFaces (celeba profile) and SynthChairs at 64 and 128 px (2×2
 supersampling), best of ``--repeats`` timed batches after one warm-up batch, and how
 fast ``load`` reads a filled memory-mapped cache.
+
+``--ab`` also times the original renderer (:func:`gancore.data.render.render_reference`)
+in the same process, interleaved with the current one batch by batch (old, new, old,
+new, ...), so that both see the same machine load; it prints both rates and their ratio.
+The first line says which backend rendered and how long its first use (torch.compile)
+took.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -19,6 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gancore.data import render as render_mod  # noqa: E402
+from gancore.data import synthchairs, synthfaces  # noqa: E402
 from gancore.data.synthchairs import SynthChairs  # noqa: E402
 from gancore.data.synthfaces import SynthFaces  # noqa: E402
 
@@ -34,24 +44,63 @@ def rate(fn, n: int, repeats: int) -> float:
     return n / best
 
 
+def ab_rates(src, f, module, n: int, repeats: int) -> tuple[float, float]:
+    """Best images/s of the reference and the current renderer, timed alternately.
+
+    The reference runs wholly eager (its albedo hooks too), as the original code did.
+    """
+    current, backend = module.render, render_mod.render_backend()
+    best = {"old": float("inf"), "new": float("inf")}
+    runs = (("old", render_mod.render_reference, "eager"), ("new", current, backend))
+    try:
+        for _ in range(repeats + 1):  # the first round warms up
+            for name, fn, be in runs:
+                module.render = fn
+                render_mod.set_render_backend(be)
+                t = time.perf_counter()
+                src.render(f)
+                if _:
+                    best[name] = min(best[name], time.perf_counter() - t)
+    finally:
+        module.render = current
+        render_mod.set_render_backend(backend)
+    return n / best["old"], n / best["new"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--supersample", type=int, default=2)
+    ap.add_argument("--backend", choices=("auto", "compiled", "eager"), default="auto")
+    ap.add_argument("--ab", action="store_true", help="also time the original renderer, interleaved")
+    ap.add_argument("--resolutions", default="64,128")
+    ap.add_argument("--no-cache", action="store_true", help="skip the cache measurement")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    t = time.perf_counter()
+    if args.backend != "auto":
+        render_mod.set_render_backend(args.backend)
+    backend = render_mod.render_backend()
+    first = time.perf_counter() - t
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, device {args.device}, "
-          f"supersample {args.supersample}")
-    for cls in (SynthFaces, SynthChairs):
-        for res in (64, 128):
+          f"supersample {args.supersample}, backend {backend} (first use {first:.1f} s), load average {load:.1f}")
+    for cls, module in ((SynthFaces, synthfaces), (SynthChairs, synthchairs)):
+        for res in (int(r) for r in args.resolutions.split(",")):
             src = cls(resolution=res, device=args.device, supersample=args.supersample)
-            idx = list(range(args.batch))
-            f = src.factors(idx)
-            r = rate(lambda: src.render(f), args.batch, args.repeats)
-            print(f"{src.name:12s} {res:4d} px  render  {r:8.1f} images/s")
+            f = src.factors(list(range(args.batch)))
+            if args.ab:
+                old, new = ab_rates(src, f, module, args.batch, args.repeats)
+                print(f"{src.name:12s} {res:4d} px  render  {new:8.1f} images/s   reference {old:8.1f} images/s   "
+                      f"x{new / old:.2f}")
+            else:
+                r = rate(lambda: src.render(f), args.batch, args.repeats)
+                print(f"{src.name:12s} {res:4d} px  render  {r:8.1f} images/s")
+    if args.no_cache:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         src = SynthFaces(resolution=64, size=args.batch * 4, cache=tmp, supersample=args.supersample)
         idx = list(range(len(src)))

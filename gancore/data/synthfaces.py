@@ -31,7 +31,10 @@ from pydantic import Field
 from torch import Tensor
 
 from .base import DataConfig, DataError, DataSource
-from .render import BOX, CYLINDER, ELLIPSOID, Camera, Light, RenderOutput, SceneBuilder, render, rotation
+from .render import (
+    BOX, CYLINDER, ELLIPSOID, Camera, Light, RenderOutput, SceneBuilder, compiled_stage, render, render_backend,
+    rotation,
+)
 
 __all__ = ["SynthFaces", "SynthSource", "PARTS", "AGE_GROUP_EDGES", "age_group", "face_labels"]
 
@@ -124,7 +127,7 @@ def uniform(key: int, index: Tensor, count: int) -> Tensor:
 def age_group(age: Tensor) -> Tensor:
     """CAAE age groups 0–5, 6–10, 11–15, 16–20, 21–30, 31–40, 41–50, 51–60, 61–70, 71+ → 0..9."""
     edges = torch.tensor(AGE_GROUP_EDGES, dtype=torch.float32, device=age.device)
-    return torch.bucketize(age.floor(), edges, right=True)
+    return torch.bucketize(age.floor().contiguous(), edges, right=True)
 
 
 def _grey(age: Tensor, rate: Tensor) -> Tensor:
@@ -339,9 +342,9 @@ class SynthSource(DataSource):
             raise DataError(f"{self.name}.render: factors must be a non-empty dict of tensors, got {type(factors).__name__}")
         f = {k: torch.as_tensor(v).reshape(-1) for k, v in factors.items()}
         n = max(len(v) for v in f.values())
-        # a few hundred thousand subsamples at a time keeps the working set in cache
+        # ~1 M subsamples at a time (64 images at 64 px, 2×2) keeps the working set small
         sub = self.config.resolution * self.config.supersample
-        chunk = n if self.device.type != "cpu" else max(1, (1 << 19) // (sub * sub))
+        chunk = n if self.device.type != "cpu" else max(1, (1 << 20) // (sub * sub))
         images, covers = [], []
         for i in range(0, n, chunk):
             part = {k: (v if len(v) == 1 else v[i : i + chunk]) for k, v in f.items()}
@@ -377,7 +380,11 @@ class SynthSource(DataSource):
             root = Path(c.cache)  # type: ignore[arg-type]
             root.mkdir(parents=True, exist_ok=True)
             fields = {k: v for k, v in c.model_dump().items() if k not in ("cache", "attribute", "device")}
+            # the compiled renderer agrees with the eager one to ~1e-6, not bit for bit: a cache
+            # filled by one backend is never mixed with the other's images
+            compiled = self.device.type == "cpu" and render_backend() == "compiled"
             tag = f"{self.name}-v{self.version}-{_key(sorted(fields.items())):08x}-{self._n}x{c.resolution}"
+            tag += "-compiled" if compiled else ""
             shape = (self._n, 3, c.resolution, c.resolution)
             data_path, done_path = root / f"{tag}.u8", root / f"{tag}.done"
             for path, size in ((data_path, int(np.prod(shape))), (done_path, self._n)):
@@ -564,6 +571,42 @@ def _v(*cols: Tensor | float, b: int, dev: torch.device) -> Tensor:
     return torch.stack([torch.as_tensor(c, dtype=torch.float32, device=dev).expand(b) for c in cols], -1)
 
 
+def _paint_skin_eager(bi: Tensor, point: Tensor, sub: Tensor, r_head: Tensor, pos: Tensor, old: Tensor, kid: Tensor,
+                      ey: Tensor, ex: Tensor, my: Tensor) -> Tensor:
+    """Wrinkles, folds, eye bags (``old``) and blush (``kid``) on skin albedo ``sub`` at hits ``point``
+    of images ``bi``, painted in the head's own frame (per-image tables ``[B, ...]``)."""
+    rh = r_head[bi]
+    v = point - pos[bi]
+    # head frame: r_headᵀ (p - pos), the column sums written out
+    q = rh[:, 0] * v[:, 0:1] + rh[:, 1] * v[:, 1:2] + rh[:, 2] * v[:, 2:3]
+    x, y, z = q.unbind(-1)
+    o, kk = old[bi], kid[bi]
+    ax = x.abs()
+    eyb, exb, myb = ey[bi], ex[bi], my[bi]
+    front = (z > 0.35).float()
+    # forehead lines
+    fy = (y - eyb - 0.32) / 0.09
+    lines = (0.5 + 0.5 * torch.cos(2 * math.pi * fy)) ** 8 * ((fy > -0.5) & (fy < 3.5) & (ax < 0.42)).float()
+    # nasolabial folds: from the nose wings down to past the mouth corners
+    t = ((eyb - 0.3 - y) / 0.32).clamp(0, 1)
+    fold_x = 0.12 + 0.12 * t
+    fold = torch.exp(-(((ax - fold_x) / 0.022) ** 2)) * ((y < eyb - 0.28) & (y > myb - 0.1)).float()
+    # marionette lines below the mouth corners
+    mar = torch.exp(-(((ax - 0.2) / 0.02) ** 2)) * ((y < myb - 0.03) & (y > myb - 0.25)).float()
+    # eye bags and crow's feet
+    bag = torch.exp(-(((ax - exb) / 0.1) ** 2) - ((y - eyb + 0.14) / 0.035) ** 2)
+    crow = (0.5 + 0.5 * torch.cos(2 * math.pi * (y - eyb) / 0.06)) ** 6 * torch.exp(-(((ax - exb - 0.17) / 0.04) ** 2))
+    crow = crow * ((y - eyb).abs() < 0.1).float()
+    dark = o * front * (0.35 * lines + 0.45 * fold + 0.35 * mar + 0.35 * bag + 0.3 * crow)
+    shade = (1 - dark.clamp(0, 0.7))[:, None]
+    # rosy cheeks for children
+    blush = kk * torch.exp(-(((ax - 0.36) / 0.13) ** 2) - ((y + 0.22) / 0.1) ** 2) * front
+    return sub * shade * (1 - 0.18 * blush[:, None] * torch.tensor([0.0, 1.0, 1.0], device=sub.device))
+
+
+#: compiled with the renderer's backend (see gancore.data.render.render_backend)
+_paint_skin = compiled_stage("synthfaces.paint_skin", _paint_skin_eager)
+
 HEAD_POS = (0.0, 0.18, 0.0)
 CAMERA = Camera(distance=10.0, fov=16.5)
 
@@ -745,35 +788,8 @@ def render_faces(f: dict[str, Tensor], resolution: int, supersample: int, device
         sel = ((part == SKIN) & aged.index_select(0, bi)).nonzero().flatten()
         if sel.numel() == 0:
             return albedo
-        bi = bi.index_select(0, sel)
-        rh = r_head.index_select(0, bi)
-        v = point.index_select(0, sel) - pos.index_select(0, bi)
-        # head frame: r_headᵀ (p - pos), the column sums written out
-        q = rh[:, 0] * v[:, 0:1] + rh[:, 1] * v[:, 1:2] + rh[:, 2] * v[:, 2:3]
-        x, y, z = q.unbind(-1)
-        o, kk = old.index_select(0, bi), kid.index_select(0, bi)
-        ax = x.abs()
-        eyb, exb, myb = ey.index_select(0, bi), ex.index_select(0, bi), my.index_select(0, bi)
-        front = (z > 0.35).float()
-        # forehead lines
-        fy = (y - eyb - 0.32) / 0.09
-        lines = (0.5 + 0.5 * torch.cos(2 * math.pi * fy)) ** 8 * ((fy > -0.5) & (fy < 3.5) & (ax < 0.42)).float()
-        # nasolabial folds: from the nose wings down to past the mouth corners
-        t = ((eyb - 0.3 - y) / 0.32).clamp(0, 1)
-        fold_x = 0.12 + 0.12 * t
-        fold = torch.exp(-(((ax - fold_x) / 0.022) ** 2)) * ((y < eyb - 0.28) & (y > myb - 0.1)).float()
-        # marionette lines below the mouth corners
-        mar = torch.exp(-(((ax - 0.2) / 0.02) ** 2)) * ((y < myb - 0.03) & (y > myb - 0.25)).float()
-        # eye bags and crow's feet
-        bag = torch.exp(-(((ax - exb) / 0.1) ** 2) - ((y - eyb + 0.14) / 0.035) ** 2)
-        crow = (0.5 + 0.5 * torch.cos(2 * math.pi * (y - eyb) / 0.06)) ** 6 * torch.exp(-(((ax - exb - 0.17) / 0.04) ** 2))
-        crow = crow * ((y - eyb).abs() < 0.1).float()
-        dark = o * front * (0.35 * lines + 0.45 * fold + 0.35 * mar + 0.35 * bag + 0.3 * crow)
-        shade = (1 - dark.clamp(0, 0.7))[:, None]
-        # rosy cheeks for children
-        blush = kk * torch.exp(-(((ax - 0.36) / 0.13) ** 2) - ((y + 0.22) / 0.1) ** 2) * front
-        sub = albedo.index_select(0, sel)
-        tinted = sub * shade * (1 - 0.18 * blush[:, None] * torch.tensor([0.0, 1.0, 1.0], device=albedo.device))
+        tinted = _paint_skin(bi.index_select(0, sel), point.index_select(0, sel), albedo.index_select(0, sel),
+                             r_head, pos, old, kid, ey, ex, my)
         return albedo.index_copy(0, sel, tinted)
 
     light = Light(LIGHT_DIRS.to(dev)[f["light"]], LIGHT_AMBIENT.to(dev)[f["light"]])
