@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,7 +219,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[Problem]
             problems.append(Problem("--set", f"{item!r} is not KEY=VALUE (e.g. train.steps=200)"))
             continue
         cur: Any = data
-        parts = key.split(".")
+        parts = re.sub(r"\[(\d+)\]", r".\1", key).split(".")  # losses[0].weight == losses.0.weight
         try:
             for i, p in enumerate(parts[:-1]):
                 if isinstance(cur, list):

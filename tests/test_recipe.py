@@ -400,3 +400,12 @@ def test_resolved_recipe_round_trips(basic_recipe, tmp_path):
     r = load_recipe(basic_recipe)
     again = load_recipe(r.as_dict())
     assert again.as_dict() == r.as_dict()
+
+
+def test_set_accepts_bracket_indices(basic_recipe, write_recipe, builtin_registry):
+    from gancore.recipe import apply_overrides
+
+    data = {"losses": [{"use": "tv", "weight": 1.0}]}
+    assert apply_overrides(data, ["losses[0].weight=0.25"]) == []
+    assert data["losses"][0]["weight"] == 0.25
+    assert apply_overrides(data, ["losses.0.weight=0.5"]) == [] and data["losses"][0]["weight"] == 0.5
