@@ -55,6 +55,13 @@ def make_accelerator(resolved: Resolved, run_dir: Path) -> Any:
         raise TrainingError("train.device = 'cuda', but no CUDA device is available; use 'auto' or 'cpu'")
     if t.precision == "fp16" and cpu:
         raise TrainingError("train.precision = 'fp16' needs a GPU; on CPU use 'no' or 'bf16'")
+    # Accelerate keeps its settings in process-wide singletons; a second run in the same
+    # process (Python API, tests) with other settings needs them forgotten. The process
+    # group (PartialState) is kept.
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     kwargs: dict[str, Any] = {"cpu": cpu, "mixed_precision": t.precision}
     if resolved.output.tensorboard:
         kwargs.update(log_with="tensorboard", project_dir=str(run_dir))
