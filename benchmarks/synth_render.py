@@ -1,7 +1,7 @@
 """Rendering speed of the built-in synthetic data (images/s), and of reading the on-disk cache.
 
     python benchmarks/synth_render.py [--threads 1] [--batch 256] [--repeats 3] [--backend auto|compiled|eager]
-                                      [--ab] [--no-cache]
+                                      [--ab] [--aa-ab] [--no-cache]
 
 Prints images/s of SynthFaces (celeba profile) and SynthChairs at 64 and 128 px (2×2
 supersampling), best of ``--repeats`` timed batches after one warm-up batch, and how
@@ -12,6 +12,9 @@ in the same process, interleaved with the current one batch by batch (old, new, 
 new, ...), so that both see the same machine load; it prints both rates and their ratio.
 The first line says which backend rendered and how long its first use (torch.compile)
 took.
+
+``--aa-ab`` times ``aa="full"`` against ``aa="adaptive"`` (edge-adaptive anti-aliasing) the
+same way, interleaved batch by batch in one process, and prints both rates and their ratio.
 """
 
 from __future__ import annotations
@@ -67,6 +70,20 @@ def ab_rates(src, f, module, n: int, repeats: int) -> tuple[float, float]:
     return n / best["old"], n / best["new"]
 
 
+def aa_rates(cls, res: int, device: str, supersample: int, batch: int, repeats: int) -> tuple[float, float]:
+    """Best images/s of ``aa="full"`` and ``aa="adaptive"``, timed alternately (full, adaptive, full, ...)."""
+    srcs = {aa: cls(resolution=res, device=device, supersample=supersample, aa=aa) for aa in ("full", "adaptive")}
+    f = srcs["full"].factors(list(range(batch)))
+    best = {aa: float("inf") for aa in srcs}
+    for i in range(repeats + 1):  # the first round warms up (and compiles)
+        for aa, src in srcs.items():
+            t = time.perf_counter()
+            src.render(f)
+            if i:
+                best[aa] = min(best[aa], time.perf_counter() - t)
+    return batch / best["full"], batch / best["adaptive"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -76,6 +93,7 @@ def main() -> None:
     ap.add_argument("--supersample", type=int, default=2)
     ap.add_argument("--backend", choices=("auto", "compiled", "eager"), default="auto")
     ap.add_argument("--ab", action="store_true", help="also time the original renderer, interleaved")
+    ap.add_argument("--aa-ab", action="store_true", help="time aa='full' against aa='adaptive', interleaved")
     ap.add_argument("--resolutions", default="64,128")
     ap.add_argument("--no-cache", action="store_true", help="skip the cache measurement")
     args = ap.parse_args()
@@ -90,6 +108,11 @@ def main() -> None:
           f"supersample {args.supersample}, backend {backend} (first use {first:.1f} s), load average {load:.1f}")
     for cls, module in ((SynthFaces, synthfaces), (SynthChairs, synthchairs)):
         for res in (int(r) for r in args.resolutions.split(",")):
+            if args.aa_ab:
+                full, adaptive = aa_rates(cls, res, args.device, args.supersample, args.batch, args.repeats)
+                print(f"{cls.name:12s} {res:4d} px  aa=full {full:8.1f} images/s   aa=adaptive {adaptive:8.1f} images/s   "
+                      f"x{adaptive / full:.2f}")
+                continue
             src = cls(resolution=res, device=args.device, supersample=args.supersample)
             f = src.factors(list(range(args.batch)))
             if args.ab:

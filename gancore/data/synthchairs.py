@@ -14,7 +14,7 @@ shape is a hash of ``(seed, identity)``.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -97,6 +97,9 @@ class SynthChairs(SynthSource):
         identities: int | None = Field(None, ge=1, description="chairs in the train split (test: a fifth); None: 300")
         cache: str | None = Field(None, description="directory for a memory-mapped uint8 cache of rendered images")
         supersample: int = Field(2, ge=1, le=4, description="anti-aliasing subsamples per pixel side")
+        aa: Literal["full", "adaptive"] = Field(
+            "full", description="anti-aliasing: every pixel supersampled, or only pixels with edges (see render)"
+        )
         device: str = Field("cpu", description="torch device that renders (images are returned on the CPU)")
 
     provides: ClassVar[tuple[str, ...]] = ("identity", "view", "elevation", "light", "azimuth")
@@ -137,10 +140,11 @@ class SynthChairs(SynthSource):
         missing = sorted(set(CHAIR_FACTORS) - set(f))
         if missing:
             raise ValueError(f"synthchairs.render: factors lack {', '.join(missing)} (take them from .factors(indices))")
-        return render_chairs(f, self.config.resolution, self.config.supersample, self.device, masks)
+        return render_chairs(f, self.config.resolution, self.config.supersample, self.device, masks, self.config.aa)
 
 
-def render_chairs(f: dict[str, Tensor], resolution: int, supersample: int, device: torch.device, masks: bool):
+def render_chairs(f: dict[str, Tensor], resolution: int, supersample: int, device: torch.device, masks: bool,
+                  aa: str = "full"):
     """Build the primitives of chairs ``f`` and ray-cast them (images in [0, 1])."""
     dev = device
     b = max(torch.as_tensor(v).reshape(-1).shape[0] for v in f.values())
@@ -235,4 +239,4 @@ def render_chairs(f: dict[str, Tensor], resolution: int, supersample: int, devic
     light = Light(_LIGHT_DIRS.to(dev)[f["light"]], torch.full((b,), 0.45, device=dev))
     bg = torch.full((b, 3), 0.97, device=dev)
     return render(prims, light, bg, resolution=resolution, supersample=supersample, camera=CAMERA,
-                  n_parts=len(CHAIR_PARTS) if masks else None)
+                  n_parts=len(CHAIR_PARTS) if masks else None, **(dict(aa=aa) if aa != "full" else {}))

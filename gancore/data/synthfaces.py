@@ -379,12 +379,14 @@ class SynthSource(DataSource):
             c = self.config
             root = Path(c.cache)  # type: ignore[arg-type]
             root.mkdir(parents=True, exist_ok=True)
-            fields = {k: v for k, v in c.model_dump().items() if k not in ("cache", "attribute", "device")}
+            fields = {k: v for k, v in c.model_dump().items() if k not in ("cache", "attribute", "device", "aa")}
             # the compiled renderer agrees with the eager one to ~1e-6, not bit for bit: a cache
             # filled by one backend is never mixed with the other's images
             compiled = self.device.type == "cpu" and render_backend() == "compiled"
             tag = f"{self.name}-v{self.version}-{_key(sorted(fields.items())):08x}-{self._n}x{c.resolution}"
             tag += "-compiled" if compiled else ""
+            # adaptive anti-aliasing draws other pixels than full: never the same files
+            tag += "-aa_adaptive" if getattr(c, "aa", "full") == "adaptive" and c.supersample > 1 else ""
             shape = (self._n, 3, c.resolution, c.resolution)
             data_path, done_path = root / f"{tag}.u8", root / f"{tag}.done"
             for path, size in ((data_path, int(np.prod(shape))), (done_path, self._n)):
@@ -418,6 +420,9 @@ class SynthFaces(SynthSource):
         )
         cache: str | None = Field(None, description="directory for a memory-mapped uint8 cache of rendered images")
         supersample: int = Field(2, ge=1, le=4, description="anti-aliasing subsamples per pixel side")
+        aa: Literal["full", "adaptive"] = Field(
+            "full", description="anti-aliasing: every pixel supersampled, or only pixels with edges / fine texture"
+        )
         device: str = Field("cpu", description="torch device that renders (images are returned on the CPU)")
 
     provides: ClassVar[tuple[str, ...]] = (
@@ -447,7 +452,8 @@ class SynthFaces(SynthSource):
         return face_labels(f)
 
     def _draw(self, f: dict[str, Tensor], masks: bool) -> RenderOutput:
-        return render_faces(_complete(f), self.config.resolution, self.config.supersample, self.device, masks)
+        return render_faces(_complete(f), self.config.resolution, self.config.supersample, self.device, masks,
+                            self.config.aa)
 
     def _split_factors(self, split: str, idx: Tensor) -> dict[str, Tensor]:
         c = self.config
@@ -611,7 +617,8 @@ HEAD_POS = (0.0, 0.18, 0.0)
 CAMERA = Camera(distance=10.0, fov=16.5)
 
 
-def render_faces(f: dict[str, Tensor], resolution: int, supersample: int, device: torch.device, masks: bool):
+def render_faces(f: dict[str, Tensor], resolution: int, supersample: int, device: torch.device, masks: bool,
+                 aa: str = "full"):
     """Build the primitives of faces ``f`` and ray-cast them (images in [0, 1])."""
     dev = device
     f = {k: v.to(dev) for k, v in f.items()}
@@ -792,10 +799,28 @@ def render_faces(f: dict[str, Tensor], resolution: int, supersample: int, device
                              r_head, pos, old, kid, ey, ex, my)
         return albedo.index_copy(0, sel, tinted)
 
+    # where the painting is finer than a pixel (lines ~2 px apart, folds ~1 px wide at 64 px):
+    # the bands of _paint_skin_eager's terms, widened by a margin, on skin of images whose
+    # wrinkles are dark enough to alias visibly (aa="adaptive" supersamples those pixels)
+    wrinkled = old * 0.45 > 1 / 255
+
+    def fine_texture(point: Tensor, part: Tensor, bi: Tensor) -> Tensor:
+        m = 0.03  # margin, head units (a pixel is ~0.045 at 64 px)
+        q = torch.einsum("mji,mj->mi", r_head.index_select(0, bi), point - pos.index_select(0, bi))
+        x, y, z = q.unbind(-1)
+        ax = x.abs()
+        eyb, exb, myb = ey.index_select(0, bi), ex.index_select(0, bi), my.index_select(0, bi)
+        lines = (y > eyb + 0.32 - 0.045 - m) & (y < eyb + 0.32 + 0.315 + m) & (ax < 0.42 + m)
+        # nasolabial folds (|x| 0.12..0.24 ± 0.05) and marionette lines (|x| 0.2 ± 0.05)
+        folds = (y < eyb - 0.28 + m) & (y > myb - 0.25 - m) & (ax > 0.07 - m) & (ax < 0.29 + m)
+        # eye bags (y ≈ eyb - 0.14, 0.035 high) and crow's feet (|y - eyb| < 0.1, beside the eye)
+        eyes = (y > eyb - 0.22 - m) & (y < eyb + 0.1 + m) & (ax > exb - 0.22 - m) & (ax < exb + 0.27 + m)
+        return (part == SKIN) & wrinkled.index_select(0, bi) & (z > 0.3) & (lines | folds | eyes)
+
     light = Light(LIGHT_DIRS.to(dev)[f["light"]], LIGHT_AMBIENT.to(dev)[f["light"]])
     bg = BACKGROUNDS.to(dev)[f["background"]]
     return render(
         prims, light, bg, resolution=resolution, supersample=supersample, camera=CAMERA, albedo_fn=albedo_fn,
-        n_parts=len(PARTS) if masks else None,
+        n_parts=len(PARTS) if masks else None, **(dict(aa=aa, fine_texture=fine_texture) if aa != "full" else {}),
     )
 
