@@ -387,6 +387,16 @@ class Resolved:
         return out
 
 
+def _reads_ok(term: Any, name: str, phase: str, provides: set[str], key: str, problems: list[Problem]) -> bool:
+    """Whether ``term`` reads only tensors ``phase`` provides; records the problem if not."""
+    missing = [src for src in term.sources.values() if src not in provides]
+    if missing:
+        problems.append(Problem(key, f"loss {name!r} reads {missing[0]!r}, which phase {phase!r} does not provide "
+                                     f"(it provides: {', '.join(sorted(provides)) or 'nothing'}); "
+                                     f"rename with inputs = {{...}} or pick another phase"))
+    return not missing
+
+
 def _validate_config(cls: type, values: dict[str, Any], prefix: str, problems: list[Problem]) -> Any:
     try:
         return cls.Config(**values)
@@ -532,13 +542,8 @@ def resolve(recipe: Recipe, registry: Registry, source: str = "<recipe>") -> Res
                         problems.append(Problem(key, str(e)))
                         continue
                     term.default_name = terms[j].default_name
-                    missing = [src for src in term.sources.values() if src not in provides[phase]]
-                    if missing:
-                        problems.append(Problem(key, f"loss {term.name!r} reads {missing[0]!r}, which phase {phase!r} "
-                                                     f"does not provide (it provides: "
-                                                     f"{', '.join(sorted(provides[phase])) or 'nothing'})"))
-                        continue
-                    terms[j] = term
+                    if _reads_ok(term, term.name, phase, provides[phase], key, problems):
+                        terms[j] = term
                     continue
                 cfg = _validate_config(cls, given, key, problems)
                 if cfg is None:
@@ -548,11 +553,7 @@ def resolve(recipe: Recipe, registry: Registry, source: str = "<recipe>") -> Res
                 except (ValueError, TypeError) as e:
                     problems.append(Problem(key, str(e)))
                     continue
-                missing = [src for src in term.sources.values() if src not in provides[phase]]
-                if missing:
-                    problems.append(Problem(key, f"loss {spec.name!r} reads {missing[0]!r}, which phase {phase!r} does "
-                                                 f"not provide (it provides: {', '.join(sorted(provides[phase])) or 'nothing'}); "
-                                                 f"rename with inputs = {{...}} or pick another phase"))
+                if not _reads_ok(term, spec.name, phase, provides[phase], key, problems):
                     continue
                 if any(t.name == term.name for t in terms):
                     problems.append(Problem(key, f"phase {phase!r} already has a term named {term.name!r}; set `name`"))

@@ -58,8 +58,13 @@ class TrainedRun:
         return self
 
 
-def load_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> TrainedRun:
-    """Load a run from its folder (latest checkpoint unless one is named)."""
+def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, schedule: str | None = None,
+             hint: str = "") -> TrainedRun:
+    """Load a run from its folder (latest checkpoint unless one is named).
+
+    With ``schedule``, a run trained with another schedule is a :class:`RunError` (what
+    plugin verbs such as ``gancore edit`` need); ``hint`` is appended to that message.
+    """
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise RunError(f"no run folder at {run_dir}")
@@ -83,7 +88,11 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> Train
     load_weights(ckpt, nets)
     for m in nets.values():
         m.eval().requires_grad_(False)
-    return TrainedRun(dir=run_dir, resolved=resolved, nets=nets, info=info, step=int(state["step"]), checkpoint=ckpt)
+    run = TrainedRun(dir=run_dir, resolved=resolved, nets=nets, info=info, step=int(state["step"]), checkpoint=ckpt)
+    if schedule is not None and run.schedule_name != schedule:
+        raise RunError(f"{run_dir} is a run of schedule {run.schedule_name!r}, not {schedule!r}" +
+                       (f"; {hint}" if hint else ""))
+    return run
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -369,6 +369,13 @@ def _tight_boxes(prims: Primitives, cam: Camera) -> Tensor:
     ], -1)
 
 
+def _slab(oc: Tensor, dc: Tensor) -> tuple[Tensor, Tensor]:
+    """Entry and exit distances of rays through the slab -1 <= u <= 1 along one axis."""
+    inv = 1.0 / torch.where(dc.abs() < 1e-12, torch.full_like(dc, 1e-12), dc)
+    t1, t2 = (-1 - oc) * inv, (1 - oc) * inv
+    return torch.minimum(t1, t2), torch.maximum(t1, t2)
+
+
 def _intervals(kind: int, o: Tensor, d: tuple[Tensor, Tensor, Tensor], clip: Tensor) -> tuple[Tensor, Tensor]:
     """Entry and exit distances ``[N, R]`` of rays ``o + t d`` (local frame) through a unit ``kind``.
 
@@ -378,15 +385,10 @@ def _intervals(kind: int, o: Tensor, d: tuple[Tensor, Tensor, Tensor], clip: Ten
     ox, oy, oz = (o[:, i : i + 1] for i in range(3))
     dx, dy, dz = d
 
-    def slab(oc: Tensor, dc: Tensor) -> tuple[Tensor, Tensor]:
-        inv = 1.0 / torch.where(dc.abs() < 1e-12, torch.full_like(dc, 1e-12), dc)
-        t1, t2 = (-1 - oc) * inv, (1 - oc) * inv
-        return torch.minimum(t1, t2), torch.maximum(t1, t2)
-
     if kind == BOX:
-        a0, a1 = slab(ox, dx)
-        b0, b1 = slab(oy, dy)
-        c0, c1 = slab(oz, dz)
+        a0, a1 = _slab(ox, dx)
+        b0, b1 = _slab(oy, dy)
+        c0, c1 = _slab(oz, dz)
         t0 = torch.maximum(torch.maximum(a0, b0), c0)
         t1 = torch.minimum(torch.minimum(a1, b1), c1)
     else:
@@ -403,7 +405,7 @@ def _intervals(kind: int, o: Tensor, d: tuple[Tensor, Tensor, Tensor], clip: Ten
         t0 = (-b - root) / a
         t1 = torch.where(disc >= 0, (-b + root) / a, t0 - 1)
         if kind == CYLINDER:
-            c0, c1 = slab(oz, dz)
+            c0, c1 = _slab(oz, dz)
             t0, t1 = torch.maximum(t0, c0), torch.minimum(t1, c1)
     # the clip half-space n·u <= h
     n = clip[:, :3]
@@ -648,15 +650,10 @@ def _intervals_unclipped(kind: int, o: Tensor, d: tuple[Tensor, Tensor, Tensor])
     ox, oy, oz = (o[:, i : i + 1] for i in range(3))
     dx, dy, dz = d
 
-    def slab(oc: Tensor, dc: Tensor) -> tuple[Tensor, Tensor]:
-        inv = 1.0 / torch.where(dc.abs() < 1e-12, torch.full_like(dc, 1e-12), dc)
-        t1, t2 = (-1 - oc) * inv, (1 - oc) * inv
-        return torch.minimum(t1, t2), torch.maximum(t1, t2)
-
     if kind == BOX:
-        a0, a1 = slab(ox, dx)
-        b0, b1 = slab(oy, dy)
-        c0, c1 = slab(oz, dz)
+        a0, a1 = _slab(ox, dx)
+        b0, b1 = _slab(oy, dy)
+        c0, c1 = _slab(oz, dz)
         return torch.maximum(torch.maximum(a0, b0), c0), torch.minimum(torch.minimum(a1, b1), c1)
     a = (dx * dx + dy * dy).clamp_min(1e-12)
     b = ox * dx + oy * dy
@@ -665,7 +662,7 @@ def _intervals_unclipped(kind: int, o: Tensor, d: tuple[Tensor, Tensor, Tensor])
     root = disc.clamp_min(0).sqrt()
     t0 = (-b - root) / a
     t1 = torch.where(disc >= 0, (-b + root) / a, t0 - 1)
-    c0, c1 = slab(oz, dz)
+    c0, c1 = _slab(oz, dz)
     return torch.maximum(t0, c0), torch.minimum(t1, c1)
 
 
@@ -1293,14 +1290,9 @@ def _keys_all(bp: Tensor, p: Tensor, tx: Tensor, ty: Tensor, o_tab: Tensor, a_ta
     ox, oy, oz = (o[:, i, None, None] for i in range(3))
     kd = kind[:, None, None]
 
-    def slab(oc: Tensor, dc: Tensor) -> tuple[Tensor, Tensor]:
-        inv = 1.0 / torch.where(dc.abs() < 1e-12, torch.full_like(dc, 1e-12), dc)
-        t1, t2 = (-1 - oc) * inv, (1 - oc) * inv
-        return torch.minimum(t1, t2), torch.maximum(t1, t2)
-
-    a0, a1 = slab(ox, dx)
-    b0, b1 = slab(oy, dy)
-    c0, c1 = slab(oz, dz)
+    a0, a1 = _slab(ox, dx)
+    b0, b1 = _slab(oy, dy)
+    c0, c1 = _slab(oz, dz)
     ell = kd == ELLIPSOID
     s2 = dx * dx + dy * dy
     qa = torch.where(ell, s2 + dz * dz, s2.clamp_min(1e-12))

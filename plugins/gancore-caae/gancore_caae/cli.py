@@ -60,19 +60,13 @@ def parse_groups(text: str | None, groups: int = 10) -> list[int]:
 
 def load_caae_run(run_dir: str, checkpoint: str | None = None) -> Any:
     """The trained run, or :class:`AgeError` if it cannot be loaded or is not a CAAE run."""
-    from gancore.runs import RunError, load_run
+    from gancore.runs import load_run
 
     try:
-        run = load_run(run_dir, checkpoint)
-    except (RunError, OSError) as e:
+        run = load_run(run_dir, checkpoint, schedule=SCHEDULE,
+                       hint="gancore age needs a run trained with a caae recipe (e.g. recipes/caae-cpu.toml)")
+    except (ValueError, OSError) as e:  # RunError, RecipeError, checkpoint errors
         raise AgeError(f"cannot load run {run_dir!r}: {e}") from None
-    except ValueError as e:  # RecipeError and checkpoint errors
-        raise AgeError(f"cannot load run {run_dir!r}: {e}") from None
-    if run.schedule_name != SCHEDULE:
-        raise AgeError(
-            f"{run_dir} is a run of schedule {run.schedule_name!r}, not a CAAE run ({SCHEDULE!r}); "
-            "gancore age needs a run trained with a caae recipe (e.g. recipes/caae-cpu.toml)"
-        )
     return run
 
 

@@ -348,7 +348,7 @@ def test_age_verb_refuses_a_run_of_another_schedule(tmp_path: Path, capsys: pyte
     }
     run = smoke_train(other, tmp_path, steps=1, overrides=["output.checkpoint_every=1"])
     assert age_cli(str(tmp_path / "x.png"), "--run", str(run), "--out", str(tmp_path / "o.png")) == 2
-    assert "not a CAAE run" in capsys.readouterr().err
+    assert "is a run of schedule 'alternating', not 'caae.aae'" in capsys.readouterr().err
 
 
 def test_trains_on_a_utkface_folder_and_evaluates_without_counterfactuals(tmp_path: Path) -> None:

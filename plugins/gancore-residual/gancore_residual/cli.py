@@ -49,14 +49,10 @@ def load_residual_run(run_dir: str | Path, checkpoint: str | Path | None = None)
     from gancore.runs import RunError, load_run
 
     try:
-        run = load_run(run_dir, checkpoint)
+        run = load_run(run_dir, checkpoint, schedule=SCHEDULE,
+                       hint="`gancore edit` needs a ResGAN run (e.g. trained with `gancore run recipes/residual-cpu.toml`)")
     except RunError as e:
         raise EditError(f"--run {run_dir}: {e}") from None
-    if run.schedule_name != SCHEDULE:
-        raise EditError(
-            f"--run {run_dir} was trained with schedule {run.schedule_name!r}; `gancore edit` needs a ResGAN run "
-            f"(schedule {SCHEDULE!r}, e.g. trained with `gancore run recipes/residual-cpu.toml`)"
-        )
     return run
 
 
