@@ -204,10 +204,11 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
     losses = {name: LossSum(terms).to(device) for name, terms in resolved.phase_losses.items()}
     phases = schedule.phases()
 
+    # the torch optimizers inside Accelerate's wrappers: what checkpoints save and restore
+    raw_optims = {r: getattr(o, "optimizer", o) for r, o in optims.items()}
     start = 0
     if resume and ckpt is not None:
-        start = int(load_checkpoint(ckpt, plain, {r: o.optimizer if hasattr(o, "optimizer") else o
-                                                   for r, o in optims.items()})["step"])
+        start = int(load_checkpoint(ckpt, plain, raw_optims)["step"])
         if main:
             print(f"resuming {run_dir} from {ckpt.name}", file=sys.stderr)
     elif resume and main:
@@ -225,8 +226,7 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
     def save(step: int) -> None:
         acc.wait_for_everyone()
         if main:
-            save_checkpoint(run_dir, step, plain, {r: o.optimizer if hasattr(o, "optimizer") else o
-                                                   for r, o in optims.items()}, state, out.keep_last)
+            save_checkpoint(run_dir, step, plain, raw_optims, state, out.keep_last)
 
     def sample(step: int) -> None:
         if not main:

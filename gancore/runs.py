@@ -81,6 +81,9 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, sched
     recipe["output"] = {**recipe.get("output", {}), "dir": str(run_dir)}
     resolved = load_recipe(recipe)
     resolved.source = str(ckpt / "state.json")
+    if schedule is not None and resolved.schedule_spec.name != schedule:  # before building any network
+        raise RunError(f"{run_dir} is a run of schedule {resolved.schedule_spec.name!r}, not {schedule!r}" +
+                       (f"; {hint}" if hint else ""))
     i = state.get("info", {})
     info = DataInfo(resolution=i.get("resolution", resolved.data_config.resolution), channels=i.get("channels", 3),
                     label_classes=dict(i.get("label_classes", {})))
@@ -88,11 +91,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, sched
     load_weights(ckpt, nets)
     for m in nets.values():
         m.eval().requires_grad_(False)
-    run = TrainedRun(dir=run_dir, resolved=resolved, nets=nets, info=info, step=int(state["step"]), checkpoint=ckpt)
-    if schedule is not None and run.schedule_name != schedule:
-        raise RunError(f"{run_dir} is a run of schedule {run.schedule_name!r}, not {schedule!r}" +
-                       (f"; {hint}" if hint else ""))
-    return run
+    return TrainedRun(dir=run_dir, resolved=resolved, nets=nets, info=info, step=int(state["step"]), checkpoint=ckpt)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
