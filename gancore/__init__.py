@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from .hookspecs import hookimpl
 from .losses import LossConfig, LossSum, LossTerm
 from .metrics import Metric
-from .parts import Config, DataInfo, Discriminator, DiscOutput, Encoder, Generator, Part
+from .parts import Config, DataInfo, Discriminator, DiscOutput, Encoder, Generator, Network, Part
 from .plugins import PLUGIN_API
-from .schedule import Context, Phase, Schedule, Stream
+from .schedule import Context, Phase, Schedule, StaleResult, Stream
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -28,8 +28,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "PLUGIN_API", "hookimpl",
-    "Config", "DataInfo", "Part", "Encoder", "Generator", "Discriminator", "DiscOutput",
-    "LossTerm", "LossConfig", "LossSum", "Schedule", "Phase", "Stream", "Context", "Metric",
+    "Config", "DataInfo", "Part", "Encoder", "Generator", "Discriminator", "Network", "DiscOutput",
+    "LossTerm", "LossConfig", "LossSum", "Schedule", "Phase", "Stream", "Context", "StaleResult", "Metric",
     "registry", "build", "loss", "load_recipe", "train", "load_run",
 ]
 
@@ -45,7 +45,7 @@ def build(name: str, config: Any = None, /, *, info: DataInfo | None = None, **o
     """Build a registered part by name: ``gancore.build("residual.transformer", width=32)``."""
     spec = registry().get(name)
     cfg = {**(config or {}), **options}
-    if spec.kind in ("encoder", "generator", "discriminator"):
+    if spec.kind in ("encoder", "generator", "discriminator", "network"):
         return spec.build(cfg, info=info)
     return spec.build(cfg)
 
@@ -62,15 +62,20 @@ def load_recipe(path: Any, overrides: list[str] | None = None) -> Recipe:
     return _load(path, overrides or [])
 
 
-def train(recipe: Any, *, overrides: list[str] | None = None, resume: bool = False, **kwargs: Any) -> Any:
-    """Train from a recipe (a path or a loaded Recipe); returns the run directory."""
+def train(recipe: Any, *, overrides: list[str] | None = None, resume: bool = False, overwrite: bool = False,
+          **kwargs: Any) -> Any:
+    """Train from a recipe (a path or a loaded Recipe); returns the run directory.
+
+    A run folder that already holds checkpoints needs ``resume=True`` (continue it) or
+    ``overwrite=True`` (start again from scratch).
+    """
     from .engine import train as _train
 
     if not hasattr(recipe, "train"):
         recipe = load_recipe(recipe, overrides)
     elif overrides:
         raise ValueError("overrides apply when loading a recipe from a file; pass a path")
-    return _train(recipe, resume=resume, **kwargs)
+    return _train(recipe, resume=resume, overwrite=overwrite, **kwargs)
 
 
 def load_run(run_dir: Any, checkpoint: Any = None) -> Any:

@@ -5,8 +5,10 @@ Layout of ``checkpoints/step_000500/``:
 - ``model.safetensors`` — every network's state dict, keys prefixed by role (``G0.net.0.weight``);
   safetensors holds tensors only, never pickled code;
 - ``optim.pt`` — optimizer states (tensors and numbers; read back with ``weights_only=True``);
-- ``rng.pt`` — the RNG states of torch (CPU and CUDA), ``random`` and numpy;
-- ``state.json`` — step, gancore version, the data description and the resolved recipe.
+- ``rng.pt`` — the RNG states of torch (CPU and CUDA), ``random`` and numpy, one per
+  process (``{"ranks": [...]}``): after a resume every process draws its own noise again;
+- ``state.json`` — step, gancore version, the data description, the resolved recipe and
+  the schedule's state (``schedule_state``).
 
 A checkpoint is written into a hidden temporary folder and renamed into place, so a
 crash or kill mid-write leaves the previous checkpoint as the latest complete one.
@@ -78,8 +80,11 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], optims: dict[str, Any],
-                    state: dict[str, Any], keep_last: int) -> Path:
-    """Write checkpoint ``step`` atomically and keep only the newest ``keep_last``."""
+                    state: dict[str, Any], keep_last: int, rng: list[dict[str, Any]] | None = None) -> Path:
+    """Write checkpoint ``step`` atomically and keep only the newest ``keep_last``.
+
+    ``rng``: every process's RNG state in rank order (default: this process's alone).
+    """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
@@ -93,7 +98,7 @@ def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], 
             tensors[f"{role}.{key}"] = value.detach().to("cpu").contiguous().clone()
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "gancore"})
     torch.save({role: opt.state_dict() for role, opt in optims.items()}, tmp / "optim.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
+    torch.save({"ranks": rng if rng is not None else [rng_state()]}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
     for f in tmp.iterdir():
         with open(f, "rb+") as fh:
@@ -136,13 +141,23 @@ def load_weights(ckpt: Path, nets: dict[str, torch.nn.Module], strict: bool = Tr
                                   f"recipe: {str(e).splitlines()[0]}") from None
 
 
-def load_checkpoint(ckpt: Path, nets: dict[str, torch.nn.Module], optims: dict[str, Any]) -> dict[str, Any]:
-    """Restore weights, optimizer and RNG state; returns state.json."""
+def load_checkpoint(ckpt: Path, nets: dict[str, torch.nn.Module], optims: dict[str, Any], rank: int = 0,
+                    world: int = 1) -> dict[str, Any]:
+    """Restore weights, optimizer and process ``rank``'s RNG state; returns state.json
+    (with ``rng_note`` set when the checkpoint was written by a different number of processes)."""
     state = read_state(ckpt)
     load_weights(ckpt, nets)
     opt_states = torch.load(Path(ckpt) / "optim.pt", map_location="cpu", weights_only=True)
     for role, opt in optims.items():
         opt.load_state_dict(opt_states[role])
-    rng_path = Path(ckpt) / "rng.pt"
-    set_rng_state(torch.load(rng_path, map_location="cpu", weights_only=True))
+    saved = torch.load(Path(ckpt) / "rng.pt", map_location="cpu", weights_only=True)
+    ranks = saved["ranks"] if "ranks" in saved else [saved]  # checkpoints before per-process states
+    if len(ranks) == world:
+        set_rng_state(ranks[rank])
+    else:
+        set_rng_state(ranks[0])
+        if rank:
+            torch.manual_seed(int(state["step"]) * 7919 + rank)
+        state["rng_note"] = (f"{ckpt} was written by {len(ranks)} process(es) and is resumed by {world}: "
+                             f"process 0 continues the saved random streams, the others start new ones")
     return state

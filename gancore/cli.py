@@ -40,6 +40,8 @@ def build_parser(host: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train from a recipe")
     _recipe_args(p)
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in a run folder that holds checkpoints (deletes its checkpoints, samples, logs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
@@ -60,7 +62,9 @@ def build_parser(host: Any) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("parts", help="list registered parts with their owner and config schema")
-    p.add_argument("--kind", choices=["encoder", "generator", "discriminator", "loss", "schedule", "data", "metric"])
+    from .registry import KINDS
+
+    p.add_argument("--kind", choices=list(KINDS))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_parts)
 
@@ -91,8 +95,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine import train
     from .recipe import load_recipe
 
+    from .engine import RunExists
+
     resolved = load_recipe(args.recipe, args.overrides)
-    run_dir = train(resolved, resume=args.resume, progress=False if args.no_progress else None)
+    if args.resume and args.overwrite:
+        return _fail("gancore run: --resume and --overwrite exclude each other")
+    try:
+        run_dir = train(resolved, resume=args.resume, overwrite=args.overwrite,
+                        progress=False if args.no_progress else None)
+    except RunExists as e:
+        return _fail(f"gancore run: {e.render('--resume', '--overwrite')}")
     print(f"done: {run_dir}  (samples in {run_dir / 'samples'}, checkpoints in {run_dir / 'checkpoints'})")
     return 0
 

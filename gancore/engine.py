@@ -4,14 +4,16 @@
     torchrun --nproc_per_node 2 --no-python gancore run …   # two CPU processes (gloo)
     accelerate launch --multi_gpu -m gancore run …          # several GPUs
 
-Each iteration runs the schedule's phases in order.  For each phase the engine makes
-the roles it trains (and the roles it *prepares* for later phases) trainable and
-freezes the rest, runs the phase's forward on every micro-batch, sums its loss terms,
-backpropagates, averages the trained roles' gradients over processes (one explicit
-all-reduce, so forward reuse across phases and micro-batches stays correct), and steps
-their optimizers.  Forward results live in a
-per-micro-batch :class:`~gancore.schedule.Context` shared by the phases of an iteration,
-which is how a schedule reuses ``G(x)`` between its D and G phases.
+Each iteration runs the schedule's due phases in order (``every``, then ``when``).  The
+networks some phase of the iteration trains keep their parameters trainable; the others
+run without a graph.  For each phase the engine runs its forward on every micro-batch,
+sums its loss terms and backpropagates them into the parameters of the roles the phase
+trains, and nothing else (``backward(inputs=...)``: no other network accumulates or even
+computes a weight gradient); it checks that every trained role got a gradient, averages
+the gradients over processes (one explicit all-reduce), steps the optimizers and marks
+the shared forward results of the stepped networks stale.  Forward results live in a
+per-micro-batch :class:`~gancore.schedule.Context` shared by the phases of an iteration
+(see :mod:`gancore.schedule` for the contract).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,17 +32,31 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, read_state, save_checkpoint
-from .data.base import BatchPlan, DataSource
+from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, read_state, rng_state, save_checkpoint
+from .data.base import BatchPlan, DataError, DataSource, PartialLabels
 from .losses import LossSum
 from .recipe import Resolved
-from .schedule import Context, Nets
+from .schedule import Context, Ledger, Phase
 
-__all__ = ["train", "TrainingError", "make_accelerator", "build_nets", "heldout_batch", "save_grid"]
+__all__ = ["train", "TrainingError", "RunExists", "make_accelerator", "build_nets", "heldout_batch", "save_grid",
+           "LossScale"]
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says why and what is kept."""
+
+
+class RunExists(ValueError):
+    """The run folder already holds checkpoints and neither resume nor overwrite was asked for."""
+
+    def __init__(self, run_dir: Path, latest: Path) -> None:
+        self.run_dir, self.latest = run_dir, latest
+        super().__init__(self.render("resume=True", "overwrite=True"))
+
+    def render(self, resume: str, overwrite: str) -> str:
+        return (f"{self.run_dir} already holds checkpoints (latest {self.latest.name}); pass {resume} to continue "
+                f"that run, {overwrite} to start it again from scratch (its checkpoints, samples and logs are "
+                f"deleted), or set output.dir to a new folder")
 
 
 # ---------------------------------------------------------------------------------------
@@ -73,8 +90,13 @@ def build_nets(resolved: Resolved, info: Any) -> dict[str, nn.Module]:
 
 
 def _source(resolved: Resolved, split: str | None = None) -> DataSource:
+    """The recipe's data source on ``split`` (default: its own, normally "train"); a
+    training split with ``label_fraction < 1`` keeps labels on that share of samples only."""
     cfg = resolved.data_config if split is None else resolved.data_config.model_copy(update={"split": split})
-    return resolved.data_spec.build(cfg)
+    source = resolved.data_spec.build(cfg)
+    if cfg.split == "train" and cfg.label_fraction < 1:
+        return PartialLabels(source, cfg.label_fraction, cfg.partial_labels)
+    return source
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
@@ -87,18 +109,29 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device, channels_last: boo
     return out
 
 
-def heldout_batch(resolved: Resolved, n: int) -> dict[str, dict[str, torch.Tensor]]:
-    """A fixed batch per stream from the test split (the training split if there is none)."""
+def heldout_batch(resolved: Resolved, n: int) -> tuple[dict[str, dict[str, torch.Tensor]], str | None]:
+    """A fixed batch of ``n`` per stream from the test split, and ``None``; for data without
+    a usable test split, training samples and a note saying so (shown on the sample grids)."""
+    streams = resolved.schedule.streams()
+    sizes = {name: n for name in streams}
+    note = None
     try:
         source = _source(resolved, "test")
-        plan = BatchPlan(source.labels(), resolved.schedule.streams(), n, seed=12345, num_samples=len(source))
-    except Exception:  # a source without a usable test split: fall back to held-back training samples
+        plan = BatchPlan(source.labels(), streams, n, seed=12345, num_samples=len(source), batch_sizes=sizes)
+    except DataError as e:  # no test split (or none a stream can use): say so, show training images
+        note = f"samples are TRAINING images: the data has no usable test split ({e})"
         source = _source(resolved)
-        plan = BatchPlan(source.labels(), resolved.schedule.streams(), n, seed=12345, num_samples=len(source))
-    return {name: source.load(plan.indices(name, 0)) for name in plan.streams}
+        plan = BatchPlan(source.labels(), streams, n, seed=12345, num_samples=len(source), batch_sizes=sizes)
+    batch = {}
+    for name in plan.streams:
+        idx, group = plan.draw(name, 0)
+        batch[name] = source.load(idx)
+        if group is not None:
+            batch[name]["group"] = torch.tensor(group, dtype=torch.long)
+    return batch, note
 
 
-def save_grid(rows: list[tuple[str, torch.Tensor]], path: Path) -> None:
+def save_grid(rows: list[tuple[str, torch.Tensor]], path: Path, title: str | None = None) -> None:
     """Save sample rows (each ``[N, C, H, W]`` in [-1, 1]) as one PNG grid, a row per entry."""
     from torchvision.utils import save_image
 
@@ -116,46 +149,79 @@ def save_grid(rows: list[tuple[str, torch.Tensor]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     save_image(torch.cat(tiles) * 0.5 + 0.5, tmp, nrow=n, padding=1, pad_value=1.0)
+    if title:  # a line of text above the grid
+        from PIL import Image, ImageDraw
+
+        with Image.open(tmp) as grid:
+            canvas = Image.new("RGB", (grid.width, grid.height + 14), "white")
+            canvas.paste(grid, (0, 14))
+        ImageDraw.Draw(canvas).text((2, 1), title, fill=(160, 0, 0))
+        canvas.save(tmp, format="PNG")
     os.replace(tmp, path)
 
 
-def _optimizer(resolved: Resolved, role: str, net: nn.Module) -> torch.optim.Optimizer:
+def _optimizer(resolved: Resolved, role: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     o = resolved.optim
     over = o.per_part.get(role)
     lr = over.lr if over and over.lr is not None else o.lr
     betas = over.betas if over and over.betas is not None else o.betas
     wd = over.weight_decay if over and over.weight_decay is not None else o.weight_decay
-    params = [p for p in net.parameters() if p.requires_grad]
     if not params:
         raise TrainingError(f"role {role!r} is trained by the schedule but its network has no trainable parameters")
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=wd)
 
 
 def _split(batch: dict[str, dict[str, torch.Tensor]], k: int) -> list[dict[str, dict[str, torch.Tensor]]]:
+    """``k`` micro-batches; a grouped stream is cut between groups, never inside one."""
     if k == 1:
         return [batch]
-    return [{s: {n: t.chunk(k)[i] for n, t in b.items()} for s, b in batch.items()} for i in range(k)]
+    out: list[dict[str, dict[str, torch.Tensor]]] = [{} for _ in range(k)]
+    for s, b in batch.items():
+        if "group" in b:
+            group = b["group"]
+            per = (int(group.max()) + 1) // k
+            for i in range(k):
+                sel = (group >= i * per) & (group < (i + 1) * per)
+                out[i][s] = {n: t[sel] for n, t in b.items()}
+                out[i][s]["group"] = group[sel] - i * per
+        else:
+            for i in range(k):
+                out[i][s] = {n: t.chunk(k)[i] for n, t in b.items()}
+    return out
 
 
 # ---------------------------------------------------------------------------------------
 # the loop
 
 
-def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = None) -> Path:
-    """Train the recipe; returns the run folder.  See the module docstring."""
+def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
+          progress: bool | None = None) -> Path:
+    """Train the recipe; returns the run folder.  See the module docstring.
+
+    A run folder that already holds checkpoints is continued with ``resume=True``, started
+    again from scratch with ``overwrite=True`` (its checkpoints, samples and logs are
+    deleted), and otherwise refused with :class:`RunExists`.
+    """
     t, out = resolved.train, resolved.output
     run_dir = resolved.run_dir
     if t.threads:
         torch.set_num_threads(t.threads)
-    acc = make_accelerator(resolved, run_dir)
-    main = acc.is_main_process
-    device = acc.device
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run, or start it again")
 
     # -- where we start -------------------------------------------------------------------
     ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None and overwrite:
+        acc_probe = _process_index()
+        if acc_probe == 0:
+            _clear_run(run_dir)
+        ckpt = None
     if ckpt is not None and not resume:
-        raise TrainingError(f"{run_dir} already holds checkpoints (latest {ckpt.name}); pass --resume to continue "
-                            f"it, or set output.dir to a new folder")
+        raise RunExists(run_dir, ckpt)
+    acc = make_accelerator(resolved, run_dir)
+    main = acc.is_main_process
+    device = acc.device
+    world, rank = acc.num_processes, acc.process_index
     if resume and ckpt is not None:
         saved = read_state(ckpt)["recipe"]
         now = resolved.as_dict()
@@ -175,7 +241,10 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
     info = source.info()
     schedule = resolved.schedule
     plan = BatchPlan(source.labels(), schedule.streams(), t.batch_size, t.seed, len(source),
-                     rank=acc.process_index, world=acc.num_processes)
+                     rank=rank, world=world, batch_sizes=t.stream_batch_size)
+    if main:
+        for note in plan.notes:
+            print(f"note: {note}", file=sys.stderr)
     nets = build_nets(resolved, info)
     if t.init_from:
         init = Path(t.init_from)
@@ -184,49 +253,64 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
     if t.channels_last:
         nets = {r: n.to(memory_format=torch.channels_last) for r, n in nets.items()}
     trained_roles = schedule.optimized_roles()
-    optims = {r: _optimizer(resolved, r, nets[r]) for r in trained_roles}
+    # the parameters each role trains (a part may freeze some of its own, e.g. a backbone)
+    trainable = {r: [p for p in nets[r].parameters() if p.requires_grad] for r in trained_roles}
+    optims = {r: _optimizer(resolved, r, trainable[r]) for r in trained_roles}
 
     # Gradients are averaged across processes by one explicit all-reduce per trained role
     # after a phase's last micro-batch (see _all_reduce_grads), not by DDP wrappers: a
-    # schedule may make a forward in one phase and backpropagate it in a later one, and DDP
-    # ties its all-reduce to the order of forwards and backwards, which such reuse breaks.
-    # The optimizers still go through accelerator.prepare (gradient scaling for fp16).
+    # forward made in one phase may be backpropagated in a later one, and DDP ties its
+    # all-reduce to the order of forwards and backwards, which such reuse breaks.
     for role, net in nets.items():
         net.to(device)
         if role not in optims:
             net.requires_grad_(False)
-    for role in optims:
-        optims[role] = acc.prepare(optims[role])
-    if acc.num_processes > 1:
+    if world > 1:
         _broadcast_from_main(nets)
     plain = nets
     wrapped = {r: _compiled(m) for r, m in nets.items()} if t.compile else dict(nets)
+    ledger = Ledger(plain, wrapped)
     losses = {name: LossSum(terms).to(device) for name, terms in resolved.phase_losses.items()}
     phases = schedule.phases()
+    scaler = _loss_scale(t.precision, device)
+    sched_state: dict[str, Any] = {}
 
-    # the torch optimizers inside Accelerate's wrappers: what checkpoints save and restore
-    raw_optims = {r: getattr(o, "optimizer", o) for r, o in optims.items()}
     start = 0
     if resume and ckpt is not None:
-        start = int(load_checkpoint(ckpt, plain, raw_optims)["step"])
+        restored = load_checkpoint(ckpt, plain, optims, rank=rank, world=world)
+        start = int(restored["step"])
+        sched_state.update(restored.get("schedule_state", {}))
+        if scaler is not None and restored.get("loss_scale"):
+            scaler.load_state_dict(restored["loss_scale"])
         if main:
             print(f"resuming {run_dir} from {ckpt.name}", file=sys.stderr)
+        if restored.get("rng_note") and main:
+            print(f"note: {restored['rng_note']}", file=sys.stderr)
     elif resume and main:
         print(f"--resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
     # noise differs between processes; the seed still fixes all of it.
     if start == 0:
-        torch.manual_seed(t.seed + 1000 * acc.process_index)
+        torch.manual_seed(t.seed + 1000 * rank)
     metrics_path = run_dir / "metrics.jsonl"
     if main:
         _truncate_metrics(metrics_path, start)
-    heldout = {s: _to(b, device, False) for s, b in heldout_batch(resolved, out.num_samples).items()} if main else None
+    heldout, heldout_note = heldout_batch(resolved, out.num_samples) if main else ({}, None)
+    heldout = {s: _to(b, device, False) for s, b in heldout.items()}
+    if heldout_note and main:
+        print(f"note: {heldout_note}", file=sys.stderr)
     state = {"gancore": __version__, "recipe": resolved.as_dict(),
              "info": {"resolution": info.resolution, "channels": info.channels, "label_classes": info.label_classes}}
 
     def save(step: int) -> None:
         acc.wait_for_everyone()
+        if world > 1:
+            _average_buffers(plain, world)  # every process saves and continues with the same statistics
+        rng = _gather_rng(world)
         if main:
-            save_checkpoint(run_dir, step, plain, raw_optims, state, out.keep_last)
+            extra = {"schedule_state": _plain_numbers(sched_state)}
+            if scaler is not None:
+                extra["loss_scale"] = scaler.state_dict()
+            save_checkpoint(run_dir, step, plain, optims, {**state, **extra}, out.keep_last, rng=rng)
 
     def sample(step: int) -> None:
         if not main:
@@ -238,14 +322,20 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
             rows = schedule.sample(plain, heldout)
         for r, m in plain.items():
             m.train(modes[r])
-        save_grid(rows, run_dir / "samples" / f"step_{step:06d}.png")
+        save_grid(rows, run_dir / "samples" / f"step_{step:06d}.png", title=heldout_note)
 
     # -- the loop ---------------------------------------------------------------------------
     k = t.grad_accum
     pool = ThreadPoolExecutor(max_workers=1)
 
     def fetch(step: int) -> dict[str, dict[str, torch.Tensor]]:
-        return {s: source.load(plan.indices(s, step)) for s in plan.streams}
+        batch = {}
+        for s in plan.streams:
+            idx, group = plan.draw(s, step)
+            batch[s] = source.load(idx)
+            if group is not None:
+                batch[s]["group"] = torch.tensor(group, dtype=torch.long)
+        return batch
 
     # Prefetch the next batch in a thread when loading costs something (rendered or
     # decoded images); for instant sources the hand-off would cost more than it saves.
@@ -295,24 +385,37 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
             else:
                 batch = pending.result() if pending is not None else fetch(step)
             pending = pool.submit(fetch, step + 1) if prefetch and step + 1 < t.steps else None
-            micro = [Context(step=step, batch=mb, info=info)
+            micro = [Context(step=step, batch=mb, info=info, ledger=ledger, state=sched_state)
                      for mb in _split({s: _to(b, device, t.channels_last) for s, b in batch.items()}, k)]
-            for phase in phases:
-                if step % phase.every:
-                    continue
-                active = set(phase.trains) | set(phase.prepares)
-                for role in optims:
-                    if grad_on[role] != (role in active):  # toggle only what changes
-                        grad_on[role] = role in active
-                        plain[role].requires_grad_(grad_on[role])
-                view = Nets(wrapped, plain, active)
+            # which phases run: `every`, then `when` (decided before any phase runs, by rank 0)
+            due = [p for p in phases if not step % p.every]
+            if any(p.when is not None for p in due):
+                due = _decide(due, micro[0], world, device)
+            ledger.iteration = frozenset(r for p in due for r in p.trains)
+            for role in optims:  # networks no phase of this iteration trains run without a graph
+                if grad_on[role] != (role in ledger.iteration):
+                    grad_on[role] = role in ledger.iteration
+                    for p in trainable[role]:
+                        p.requires_grad_(grad_on[role])
+            for j, phase in enumerate(due):
+                ledger.begin_phase(phase)
+                params = [p for r in phase.trains for p in trainable[r]]
+                later = j < len(due) - 1
+                pushed = False
                 for i, ctx in enumerate(micro):
-                    ctx.nets, ctx.phase = view, phase.name
+                    ctx.phase = phase.name
                     with autocast():
                         phase.run(ctx)
                         total, parts = losses[phase.name].evaluate(ctx, step)
-                    if total.requires_grad:
-                        acc.backward(total / k if k > 1 else total)
+                    if parts and phase.trains:
+                        if not total.requires_grad:
+                            raise TrainingError(_no_gradient_message(phase, list(parts)))
+                        scaled = total / k if k > 1 else total
+                        if scaler is not None:
+                            scaled = scaler.scale(scaled)
+                        scaled.backward(inputs=params, retain_graph=later and ctx.shared_graphs())
+                        pushed = True
+                        del scaled
                     for name, value in parts.items():
                         key = f"{phase.name}/{name}"
                         v = value.detach().float()
@@ -325,18 +428,37 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
                         for name in parts:
                             key = f"{phase.name}/{name}"
                             counts[key] = counts.get(key, 0) + 1
-                if acc.num_processes > 1:
-                    _all_reduce_grads([plain[r] for r in phase.trains], acc.num_processes)
+                    del total, parts
+                    ctx.end_phase()
+                if not pushed:
+                    continue
+                # a non-zero objective that never reaches a trained role is a bug in the schedule
+                reached = [any(p.grad is not None for p in trainable[r]) for r in phase.trains]
+                if not all(reached):
+                    if not any(reached):
+                        raise TrainingError(_no_gradient_message(phase, list(losses[phase.name].names())))
+                    raise TrainingError(_unreached_message(phase, phase.trains[reached.index(False)]))
+                if world > 1:
+                    _all_reduce_grads([plain[r] for r in phase.trains], world)
                 for role in phase.trains:
-                    optims[role].step()
+                    if scaler is not None:
+                        scaler.step(optims[role], trainable[role])
+                    else:
+                        optims[role].step()
                     optims[role].zero_grad(set_to_none=True)
+                ledger.stepped(phase.trains, phase.name)
+                for ctx in micro:
+                    ctx.release(phase.trains)
+            if scaler is not None:
+                scaler.update()  # once per iteration, after every phase has stepped
             micro.clear()
             count += 1
             done = step + 1
             if done % t.log_every == 0 or done == t.steps:
                 check_finite()
                 now = time.perf_counter()
-                record = {"step": done, **{n: round(float(v) / counts[n], 6) for n, v in sums.items()},
+                values = _mean_over_processes({n: v / counts[n] for n, v in sums.items()}, world, device)
+                record = {"step": done, **{n: round(v, 6) for n, v in values.items()},
                           "seconds": round(now - began, 3), "it_per_s": round(count / max(now - last_log, 1e-9), 3)}
                 sums, counts, count, last_log = {}, {}, 0, now
                 if main:
@@ -359,12 +481,147 @@ def train(resolved: Resolved, *, resume: bool = False, progress: bool | None = N
                 save(done)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        ledger.restore()
         if bar is not None:
             bar.close()
         if tb:
             acc.end_training()
     acc.wait_for_everyone()
     return run_dir
+
+
+def _decide(due: list[Phase], ctx: Context, world: int, device: torch.device) -> list[Phase]:
+    """The due phases whose ``when`` holds; with several processes, rank 0 decides for all."""
+    wanted = [p.when is None or bool(p.when(ctx)) for p in due]
+    if world > 1:
+        import torch.distributed as dist
+
+        flags = torch.tensor(wanted, dtype=torch.uint8, device=device)
+        dist.broadcast(flags, src=0)
+        wanted = [bool(f) for f in flags.tolist()]
+    return [p for p, w in zip(due, wanted) if w]
+
+
+def _no_gradient_message(phase: Phase, terms: list[str]) -> str:
+    return (f"phase {phase.name!r} has a non-zero objective ({', '.join(terms)}) that reaches none of the "
+            f"parameters of the roles it trains ({', '.join(phase.trains)}): a forward result it uses was made "
+            f"without a graph (inside torch.no_grad, detached, or with ctx.value). Use ctx.once(key, fn) for "
+            f"results a later phase backpropagates")
+
+
+def _unreached_message(phase: Phase, role: str) -> str:
+    return (f"phase {phase.name!r} trains role {role!r}, but its objective gives {role} no gradient: no loss term "
+            f"of this phase depends on {role}'s output (or it was made without a graph). Remove {role!r} from the "
+            f"phase's `trains`, or make its output part of the objective")
+
+
+def _loss_scale(precision: str, device: torch.device) -> LossScale | None:
+    return LossScale(device) if precision == "fp16" else None
+
+
+class LossScale:
+    """fp16 loss scaling for whole iterations: every phase's objective is multiplied by
+    the same scale, each optimizer step is skipped if its gradients overflowed, and the
+    scale is updated once per iteration (also when a phase steps several networks, or a
+    network steps in several phases)."""
+
+    def __init__(self, device: torch.device, init: float = 2.0**16, growth: float = 2.0, backoff: float = 0.5,
+                 interval: int = 2000) -> None:
+        self.scale_ = torch.full((), init, dtype=torch.float32, device=device)
+        self.growth_tracker = torch.zeros((), dtype=torch.int32, device=device)
+        self.found_inf = torch.zeros((), dtype=torch.float32, device=device)
+        self.growth, self.backoff, self.interval = growth, backoff, interval
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss * self.scale_.to(loss.dtype)
+
+    def step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> bool:
+        """Unscale ``params``' gradients and step, unless they overflowed; returns whether it stepped."""
+        grads = [p.grad for p in params if p.grad is not None]
+        found = torch.zeros((), dtype=torch.float32, device=self.scale_.device)
+        for dtype in {g.dtype for g in grads}:
+            torch._amp_foreach_non_finite_check_and_unscale_(
+                [g for g in grads if g.dtype == dtype], found, self.scale_.double().reciprocal().float())
+        self.found_inf += found
+        if float(found):
+            return False
+        optimizer.step()
+        return True
+
+    def update(self) -> None:
+        torch._amp_update_scale_(self.scale_, self.growth_tracker, (self.found_inf > 0).float(),
+                                 self.growth, self.backoff, self.interval)
+        self.found_inf.zero_()
+
+    def state_dict(self) -> dict[str, float]:
+        return {"scale": float(self.scale_), "growth_tracker": int(self.growth_tracker)}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.scale_.fill_(state["scale"])
+        self.growth_tracker.fill_(int(state["growth_tracker"]))
+
+
+def _mean_over_processes(values: dict[str, torch.Tensor], world: int, device: torch.device) -> dict[str, float]:
+    """Each logged value averaged over the processes (one all-reduce, at log steps only)."""
+    if not values:
+        return {}
+    names = list(values)
+    flat = torch.stack([torch.as_tensor(values[n], dtype=torch.float32, device=device) for n in names])
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(flat)
+        flat /= world
+    return dict(zip(names, flat.tolist()))
+
+
+def _average_buffers(nets: dict[str, nn.Module], world: int) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over the processes."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for net in nets.values():
+            for buf in net.buffers():
+                if buf.dtype.is_floating_point:
+                    dist.all_reduce(buf)
+                    buf /= world
+
+
+def _gather_rng(world: int) -> list[dict[str, Any]]:
+    """Every process's RNG state, in rank order (what each process restores on resume)."""
+    mine = rng_state()
+    if world == 1:
+        return [mine]
+    import torch.distributed as dist
+
+    states: list[Any] = [None] * world
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def _plain_numbers(state: dict[str, Any]) -> dict[str, Any]:
+    """The schedule state as JSON numbers (0-d tensors become floats)."""
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor):
+            v = v.item()
+        if not isinstance(v, (int, float, bool, str)) and v is not None:
+            raise TrainingError(f"ctx.state[{k!r}] holds a {type(v).__name__}; it may hold only numbers "
+                                f"(it is saved in every checkpoint)")
+        out[k] = v
+    return out
+
+
+def _process_index() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _clear_run(run_dir: Path) -> None:
+    """What ``overwrite`` deletes: the training products gancore writes into a run folder."""
+    for name in ("checkpoints", "samples"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for name in ("metrics.jsonl", "recipe.json", "eval.json", "eval.md"):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def _all_reduce_grads(modules: list[nn.Module], world: int) -> None:

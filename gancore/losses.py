@@ -141,6 +141,9 @@ class LossSum(nn.Module):
     def reads(self) -> set[str]:
         return {src for t in self.terms for src in t.sources.values()}
 
+    def names(self) -> list[str]:
+        return [t.name for t in self.terms]
+
     def evaluate(self, ctx: Mapping[str, Any], step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total and each term's *weighted* value (terms with weight 0 are skipped)."""
         parts: dict[str, torch.Tensor] = {}

@@ -1,4 +1,5 @@
-"""The network parts of an adversarial model: Encoder, Generator, Discriminator.
+"""The network parts of an adversarial model: Encoder, Generator, Discriminator, and
+Network for any other network a schedule trains (TD-GAN's tag mapping net).
 
 Every part is an ``nn.Module`` with a nested pydantic ``Config`` (``extra="forbid"``)
 that is exactly the recipe table that configures it.  A part is built as
@@ -25,6 +26,7 @@ __all__ = [
     "Encoder",
     "Generator",
     "Discriminator",
+    "Network",
     "DiscOutput",
     "make_config",
 ]
@@ -122,3 +124,11 @@ class Discriminator(Part):
     """
 
     kind = "discriminator"
+
+
+class Network(Part):
+    """Any other network a schedule trains (e.g. TD-GAN's tag mapping net g: one-hot tags →
+    representation).  Registered, configured, checkpointed and built exactly like the other
+    parts; ``forward`` is the subclass's own, documented there."""
+
+    kind = "network"

@@ -153,7 +153,10 @@ class OptimSection(_Strict):
 
 class TrainSection(_Strict):
     steps: int = Field(1000, ge=1, description="iterations (each runs every phase once)")
-    batch_size: int = Field(16, ge=1, description="per process, per stream")
+    batch_size: int = Field(16, ge=1, description="per process, per stream (a grouped stream counts groups)")
+    stream_batch_size: dict[str, int] = Field(
+        default_factory=dict, description="batch size of particular streams, by stream name: {untagged = 64}"
+    )
     seed: int = 0
     precision: Literal["no", "fp16", "bf16"] = "no"
     grad_accum: int = Field(1, ge=1, description="micro-batches per step (batch_size must divide evenly)")
@@ -366,10 +369,9 @@ class Resolved:
             if phase not in provides:
                 raise ValueError(f"no phase {phase!r}; phases: {', '.join(provides)}")
             for term in terms:
-                missing = [s for s in term.sources.values() if s not in provides[phase]]
-                if missing:
-                    raise ValueError(f"loss {term.name!r} reads {missing[0]!r}, which phase {phase!r} does not provide "
-                                     f"(it provides: {', '.join(sorted(provides[phase]))})")
+                problem = _reads_problem(term, term.name, phase, provides[phase])
+                if problem:
+                    raise ValueError(problem)
                 if any(t.name == term.name for t in self.phase_losses[phase]):
                     raise ValueError(f"phase {phase!r} already has a term named {term.name!r}; pass name=...")
         for phase in names:
@@ -387,14 +389,22 @@ class Resolved:
         return out
 
 
+def _reads_problem(term: Any, name: str, phase: str, provides: set[str]) -> str | None:
+    """What is wrong if ``term`` reads a tensor ``phase`` does not provide, else None."""
+    missing = [src for src in term.sources.values() if src not in provides]
+    if not missing:
+        return None
+    return (f"loss {name!r} reads {missing[0]!r}, which phase {phase!r} does not provide "
+            f"(it provides: {', '.join(sorted(provides)) or 'nothing'}); rename with inputs = {{...}} or pick "
+            f"another phase")
+
+
 def _reads_ok(term: Any, name: str, phase: str, provides: set[str], key: str, problems: list[Problem]) -> bool:
     """Whether ``term`` reads only tensors ``phase`` provides; records the problem if not."""
-    missing = [src for src in term.sources.values() if src not in provides]
-    if missing:
-        problems.append(Problem(key, f"loss {name!r} reads {missing[0]!r}, which phase {phase!r} does not provide "
-                                     f"(it provides: {', '.join(sorted(provides)) or 'nothing'}); "
-                                     f"rename with inputs = {{...}} or pick another phase"))
-    return not missing
+    problem = _reads_problem(term, name, phase, provides)
+    if problem:
+        problems.append(Problem(key, problem))
+    return problem is None
 
 
 def _validate_config(cls: type, values: dict[str, Any], prefix: str, problems: list[Problem]) -> Any:
@@ -481,13 +491,18 @@ def resolve(recipe: Recipe, registry: Registry, source: str = "<recipe>") -> Res
         have = set(data_spec.load().provided_labels(data_config))
         needed = list(schedule.required_labels())
         for stream in schedule.streams().values():
-            needed += list(stream.where) + ([stream.group_by] if stream.group_by else [])
+            needed += stream.labels_needed()
         for label in dict.fromkeys(needed):
             if label not in have:
                 hint = "; set data.attribute to the binary label to edit" if label == "attribute" else ""
                 problems.append(Problem("data.source", f"schedule {sched_spec.name!r} needs label {label!r}, which data "
                                                        f"source {data_spec.name!r} does not provide (it provides: "
                                                        f"{', '.join(sorted(have)) or 'none'}){hint}"))
+        for i, label in enumerate(getattr(data_config, "partial_labels", [])):
+            if label not in have:
+                problems.append(Problem(f"data.partial_labels[{i}]", f"label {label!r} is not provided by data source "
+                                                                     f"{data_spec.name!r} (it provides: "
+                                                                     f"{', '.join(sorted(have)) or 'none'})"))
 
     # -- losses ----------------------------------------------------------------------------
     phase_losses: dict[str, list[Any]] = {}
@@ -565,9 +580,23 @@ def resolve(recipe: Recipe, registry: Registry, source: str = "<recipe>") -> Res
                 problems.append(Problem(f"optim.per_part.{role}", f"no trained role {role!r}; trained roles: "
                                                                   f"{', '.join(roles_optimized)}"))
 
-    if recipe.train.batch_size % recipe.train.grad_accum:
-        problems.append(Problem("train.grad_accum", f"{recipe.train.grad_accum} does not divide train.batch_size "
-                                                    f"= {recipe.train.batch_size}"))
+    t = recipe.train
+    if schedule:
+        streams = schedule.streams()
+        for name, size in t.stream_batch_size.items():
+            if name not in streams:
+                problems.append(Problem(f"train.stream_batch_size.{name}", f"schedule {sched_spec.name!r} draws no "
+                                                                           f"stream {name!r}; its streams: "
+                                                                           f"{', '.join(streams)}"))
+            elif size < 1:
+                problems.append(Problem(f"train.stream_batch_size.{name}", f"must be at least 1 (got {size})"))
+        for name, stream in streams.items():
+            size = t.stream_batch_size.get(name) or stream.batch_size or t.batch_size
+            if size % t.grad_accum:
+                where = (f"train.stream_batch_size.{name}" if name in t.stream_batch_size
+                         else "train.batch_size" if not stream.batch_size else f"stream {name!r}'s batch size")
+                problems.append(Problem("train.grad_accum", f"{t.grad_accum} does not divide the batch size of stream "
+                                                            f"{name!r} ({where} = {size})"))
     if problems:
         raise RecipeError(source, problems)
     return Resolved(recipe=recipe, source=source, data_spec=data_spec, data_config=data_config,

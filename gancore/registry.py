@@ -16,7 +16,7 @@ from typing import Any
 __all__ = ["PartSpec", "Registry", "RegistryError", "UnknownPart", "KINDS", "KNOWN_PLUGINS"]
 
 #: every kind of part the registry files.
-KINDS = ("encoder", "generator", "discriminator", "loss", "schedule", "data", "metric")
+KINDS = ("encoder", "generator", "discriminator", "network", "loss", "schedule", "data", "metric")
 
 #: plugin prefix → the distribution that provides it (for "did you pip install ...?").
 KNOWN_PLUGINS = {

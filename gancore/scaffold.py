@@ -399,10 +399,11 @@ class ${Camel}Schedule(Schedule):
     Roles: ``G`` (generator) and ``D`` (discriminator); a recipe fills them with
     ``[parts.G]`` / ``[parts.D]``.  Stream: ``batch`` (any images).
 
-    - Phase ``D`` trains D and *prepares* G: it makes ``fake = G(z)`` once, with gradient,
-      and provides ``real``, ``d_real`` and ``d_fake`` (logits on ``fake.detach()``).
-    - Phase ``G`` trains G: it reuses ``fake`` (G has not stepped since it was made) and
-      provides ``real``, ``fake`` and ``g_fake`` (D's logits on ``fake``, with gradient).
+    - Phase ``D`` trains D: it makes ``fake = G(z)`` once (``ctx.once``, shared with the G
+      phase) and provides ``real``, ``d_real`` and ``d_fake`` (D's logits on real and fake);
+      the engine backpropagates its objective into D's parameters only.
+    - Phase ``G`` trains G: it reuses ``fake`` with its graph (G has not stepped since it
+      was made) and provides ``real``, ``fake`` and ``g_fake`` (D's logits on ``fake``).
       Loss terms a recipe adds without a ``phase`` key go here.
     """
 
@@ -428,7 +429,7 @@ class ${Camel}Schedule(Schedule):
     def _run_d(self, ctx: Context) -> None:
         ctx["real"] = ctx.batch["batch"]["image"]
         ctx["d_real"] = ctx.nets.D(ctx["real"]).logits
-        ctx["d_fake"] = ctx.nets.D(self._fake(ctx).detach()).logits
+        ctx["d_fake"] = ctx.nets.D(self._fake(ctx)).logits
 
     def _run_g(self, ctx: Context) -> None:
         ctx["real"] = ctx.batch["batch"]["image"]
@@ -438,12 +439,13 @@ class ${Camel}Schedule(Schedule):
         mode = self.config.mode
         return [
             Phase("D", trains=("D",), run=self._run_d, provides=("real", "d_real", "d_fake"),
-                  every=self.config.d_every, prepares=("G",),
+                  every=self.config.d_every,
                   losses=[Adversarial(target="real", mode=mode, inputs={"logits": "d_real"}, name="d_real"),
                           Adversarial(target="fake", mode=mode, inputs={"logits": "d_fake"}, name="d_fake")]),
             Phase("G", trains=("G",), run=self._run_g, provides=("real", "fake", "g_fake"),
                   accepts_extra_losses=True,
-                  losses=[Adversarial(target="real", mode=mode, inputs={"logits": "g_fake"}, name="g_adv"),
+                  losses=[Adversarial(target="real", player="generator", mode=mode, inputs={"logits": "g_fake"},
+                                      name="g_adv"),
                           MomentMatch()]),
         ]
 

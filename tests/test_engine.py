@@ -27,16 +27,18 @@ from pydantic import Field
 from safetensors.torch import load_file
 from torch import nn
 
-from gancore import hookimpl, plugins
+from gancore import engine, hookimpl, plugins
 from gancore.builtins.basic import Alternating
+from gancore.builtins.blobs import Blobs
 from gancore.builtins.losses import L1, Adversarial, CrossEntropy
 from gancore.checkpoint import latest_checkpoint, list_checkpoints
-from gancore.engine import TrainingError, train
+from gancore.data.base import DataConfig, DataError, DataSource, PartialLabels, missing
+from gancore.engine import LossScale, RunExists, TrainingError, _split, train
 from gancore.losses import LossConfig, LossTerm
-from gancore.parts import Config, DataInfo, Discriminator, DiscOutput, Encoder, Generator
-from gancore.recipe import load_recipe
-from gancore.schedule import Context, Phase, Schedule, Stream
-from gancore.testing import checkpoint_roundtrip
+from gancore.parts import Config, DataInfo, Discriminator, DiscOutput, Encoder, Generator, Network
+from gancore.recipe import RecipeError, load_recipe
+from gancore.schedule import Context, Phase, Schedule, StaleResult, Stream
+from gancore.testing import Trace, checkpoint_roundtrip, trace_phases
 
 GANCORE_PLUGIN_API = 1
 TESTS_DIR = Path(__file__).resolve().parent
@@ -226,47 +228,30 @@ class Const(LossTerm):
 
 
 # ---------------------------------------------------------------------------------------
-# schedules of the papers' shapes
+# schedules that exercise the contract
 
 
 def ce(name: str, logits: str, target: str, weight: float = 1.0) -> CrossEntropy:
     return CrossEntropy(name=name, weight=weight, inputs={"logits": logits, "target": target})
 
 
-def adv(name: str, logits: str, target: str = "real") -> Adversarial:
-    return Adversarial(name=name, target=target, inputs={"logits": logits})
+def adv(name: str, logits: str, target: str = "real", player: str = "discriminator") -> Adversarial:
+    return Adversarial(name=name, target=target, player=player, inputs={"logits": logits})
 
 
 def l1(name: str, pred: str, target: str, weight: float = 1.0) -> L1:
     return L1(name=name, weight=weight, inputs={"pred": pred, "target": target})
 
 
-class Recorded(Schedule):
-    """Wraps every phase's ``run`` to snapshot all parameters and .grad presence at phase start."""
-
-    def phases(self) -> list[Phase]:
-        out = self._phases()
-        for p in out:
-            p.run = self._recording(p.name, p.run)
-        return out
-
-    @staticmethod
-    def _recording(name, run):
-        def wrapped(ctx: Context) -> None:
-            CURRENT.update(step=ctx.step, phase=name)
-            if not LOG or LOG[-1][:2] != (ctx.step, name):
-                if not NETS:
-                    NETS.update({r: ctx.nets.plain(r) for r in ctx.nets.roles()})
-                LOG.append((ctx.step, name, {r: _flat(m) for r, m in NETS.items()},
-                            {r: any(p.grad is not None for p in m.parameters()) for r, m in NETS.items()}))
-            run(ctx)
-
-        return wrapped
+class ResConfig(Config):
+    other: bool = Field(False, description="G0's phase also trains G1 through the dual pass (wkcw)")
 
 
-class ResShape(Recorded):
-    """ResGAN: a 3-class D (no attribute / attribute / made), then G0 (adds), then G1 (removes)."""
+class ResShape(Schedule):
+    """ResGAN's shape: a 3-class D on {x0, x1, G0(x0), G1(x1)}, then G0, then G1 with a dual
+    pass through the other G.  G0(x0) and G1(x1) are shared from the D phase."""
 
+    Config = ResConfig
     roles = {"G0": "generator", "G1": "generator", "D": "discriminator"}
 
     def required_labels(self):
@@ -275,50 +260,55 @@ class ResShape(Recorded):
     def streams(self):
         return {"x0": Stream(where={"attribute": 0}), "x1": Stream(where={"attribute": 1})}
 
-    def _fakes(self, ctx):
-        x0, x1 = ctx.batch["x0"]["image"], ctx.batch["x1"]["image"]
-        return ctx.once("fake0", lambda: ctx.nets.G0(x0)), ctx.once("fake1", lambda: ctx.nets.G1(x1))
+    def _fake(self, ctx, i):
+        x = ctx.batch[f"x{i}"]["image"]
+        return ctx.once(f"fake{i}", lambda: ctx.nets[f"G{i}"](x))
 
     def _d(self, ctx):
         x0, x1 = ctx.batch["x0"]["image"], ctx.batch["x1"]["image"]
-        f0, f1 = self._fakes(ctx)
-        ctx["d_logits"] = ctx.nets.D(torch.cat([x0, x1, f0.detach(), f1.detach()])).logits
+        ctx["d_logits"] = ctx.nets.D(torch.cat([x0, x1, self._fake(ctx, 0), self._fake(ctx, 1)])).logits
         n = x0.shape[0]
         ctx["d_target"] = torch.tensor([0] * n + [1] * n + [2] * 2 * n)
 
-    def _g0(self, ctx):
-        f0, _ = self._fakes(ctx)
-        ctx["x0"] = ctx.batch["x0"]["image"]
-        ctx["g0_logits"] = ctx.nets.D(f0).logits
-        ctx["g0_target"] = torch.ones(f0.shape[0], dtype=torch.long)
+    def _g(self, ctx, i):
+        fake = self._fake(ctx, i)
+        n = fake.shape[0]
+        d = ctx.nets.D(torch.cat([fake, ctx.nets[f"G{1 - i}"](fake)])).logits
+        ctx["x"], ctx["fake"] = ctx.batch[f"x{i}"]["image"], fake
+        ctx["gan_logits"], ctx["dual_logits"] = d[:n], d[n:]
+        ctx["gan_target"] = torch.full((n,), 1 - i, dtype=torch.long)
+        ctx["dual_target"] = torch.full((n,), i, dtype=torch.long)
 
-    def _g1(self, ctx):
-        _, f1 = self._fakes(ctx)
-        ctx["x1"] = ctx.batch["x1"]["image"]
-        ctx["g1_logits"] = ctx.nets.D(f1).logits
-        ctx["g1_target"] = torch.zeros(f1.shape[0], dtype=torch.long)
-
-    def _phases(self):
+    def phases(self):
+        g_losses = lambda: [ce("gan", "gan_logits", "gan_target"), ce("dual", "dual_logits", "dual_target"),  # noqa: E731
+                            l1("keep", "fake", "x", 0.1)]
+        other = self.config.other
         return [
-            Phase("D", trains=("D",), prepares=("G0", "G1"), run=self._d, provides=("d_logits", "d_target"),
+            Phase("D", trains=("D",), run=self._d, provides=("d_logits", "d_target"),
                   losses=[ce("d_cls", "d_logits", "d_target")]),
-            Phase("G0", trains=("G0",), run=self._g0, provides=("g0_logits", "g0_target", "fake0", "x0"),
-                  losses=[ce("g0_cls", "g0_logits", "g0_target"), l1("g0_keep", "fake0", "x0", 0.1)]),
-            Phase("G1", trains=("G1",), run=self._g1, provides=("g1_logits", "g1_target", "fake1", "x1"),
-                  losses=[ce("g1_cls", "g1_logits", "g1_target"), l1("g1_keep", "fake1", "x1", 0.1)],
-                  accepts_extra_losses=True),
+            Phase("G0", trains=("G0", "G1") if other else ("G0",), run=lambda ctx: self._g(ctx, 0),
+                  provides=("gan_logits", "gan_target", "dual_logits", "dual_target", "fake", "x"),
+                  losses=g_losses()),
+            Phase("G1", trains=("G1", "G0") if other else ("G1",), run=lambda ctx: self._g(ctx, 1),
+                  provides=("gan_logits", "gan_target", "dual_logits", "dual_target", "fake", "x"),
+                  losses=g_losses(), accepts_extra_losses=True),
         ]
 
 
 class CAAEConfig(Config):
-    order: str = Field("eg_first", pattern="^(eg_first|d_first)$")
+    order: str = Field("simultaneous", pattern="^(simultaneous|d_first)$")
 
 
-class CAAEShape(Recorded):
-    """CAAE: E+G step, D_z step, D_img step from one forward (E and G run once per iteration).
+#: (step, phase, z numbers) as each phase saw z = E(x)
+SEEN_Z: list[tuple[int, str, torch.Tensor]] = []
 
-    ``eg_first``: the D phases reuse E(x) and G(E(x)) detached.  ``d_first``: the D phases
-    make them with gradient (``prepares``) and the E+G phase backpropagates through them.
+
+class CAAEShape(Schedule):
+    """CAAE's shape: E+G, D_z and D_img on one forward of E and G per iteration.
+
+    ``simultaneous``: E+G first; the D phases train on E's and G's numbers from before they
+    stepped (``ctx.value(..., pre_step=True)``).  ``d_first``: the D phases run first on the
+    shared forward, which the E+G phase then backpropagates.
     """
 
     Config = CAAEConfig
@@ -327,118 +317,210 @@ class CAAEShape(Recorded):
     def required_labels(self):
         return ("color",)
 
-    def _z(self, ctx):
-        return ctx.once("z", lambda: ctx.nets.E(ctx.batch["batch"]["image"]))
+    def _make_z(self, ctx):
+        return ctx.nets.E(ctx.batch["batch"]["image"])
 
-    def _recon(self, ctx):
-        return ctx.once("recon", lambda: ctx.nets.G(self._z(ctx), ctx.batch["batch"]["color"]))
+    def _make_recon(self, ctx):
+        return ctx.nets.G(ctx.once("z", lambda: self._make_z(ctx)), ctx.batch["batch"]["color"])
+
+    def _numbers(self, ctx, key):
+        make = (lambda: self._make_z(ctx)) if key == "z" else (lambda: self._make_recon(ctx))
+        return ctx.value(key, make, pre_step=self.config.order == "simultaneous")
 
     def _eg(self, ctx):
+        z = ctx.once("z", lambda: self._make_z(ctx))
+        SEEN_Z.append((ctx.step, "EG", z.detach().clone()))
         ctx["real"] = ctx.batch["batch"]["image"]
-        ctx["dz_enc"] = ctx.nets.Dz(self._z(ctx)).logits
-        ctx["dimg_recon"] = ctx.nets.Dimg(self._recon(ctx)).logits
+        ctx["recon"] = ctx.once("recon", lambda: self._make_recon(ctx))
+        ctx["dz_enc"] = ctx.nets.Dz(z).logits
+        ctx["dimg_recon"] = ctx.nets.Dimg(ctx["recon"]).logits
 
     def _dz(self, ctx):
-        z = self._z(ctx).detach()
+        z = self._numbers(ctx, "z")
+        SEEN_Z.append((ctx.step, "Dz", z.clone()))
         ctx["dz_prior"] = ctx.nets.Dz(torch.rand_like(z) * 2 - 1).logits
         ctx["dz_fake"] = ctx.nets.Dz(z).logits
 
     def _dimg(self, ctx):
         ctx["di_real"] = ctx.nets.Dimg(ctx.batch["batch"]["image"]).logits
-        ctx["di_fake"] = ctx.nets.Dimg(self._recon(ctx).detach()).logits
+        ctx["di_fake"] = ctx.nets.Dimg(self._numbers(ctx, "recon")).logits
 
-    def _phases(self):
-        d_first = self.config.order == "d_first"
-        eg = Phase("EG", trains=("E", "G"), run=self._eg, provides=("recon", "real", "dz_enc", "dimg_recon", "z"),
-                   losses=[l1("recon", "recon", "real"), adv("eg_z", "dz_enc"), adv("eg_img", "dimg_recon")],
-                   accepts_extra_losses=True)
+    def phases(self):
+        eg = Phase("EG", trains=("E", "G"), run=self._eg, provides=("recon", "real", "dz_enc", "dimg_recon"),
+                   losses=[l1("recon", "recon", "real"), adv("eg_z", "dz_enc", player="generator"),
+                           adv("eg_img", "dimg_recon", player="generator")], accepts_extra_losses=True)
         dz = Phase("Dz", trains=("Dz",), run=self._dz, provides=("dz_prior", "dz_fake"),
-                   prepares=("E",) if d_first else (),
                    losses=[adv("dz_real", "dz_prior"), adv("dz_fake", "dz_fake", "fake")])
         dimg = Phase("Dimg", trains=("Dimg",), run=self._dimg, provides=("di_real", "di_fake"),
-                     prepares=("E", "G") if d_first else (),
                      losses=[adv("di_real", "di_real"), adv("di_fake", "di_fake", "fake")])
-        return [dz, dimg, eg] if d_first else [eg, dz, dimg]
+        return [dz, dimg, eg] if self.config.order == "d_first" else [eg, dz, dimg]
 
 
-class TDShape(Recorded):
-    """TD-GAN: four networks, g, G, R, D phases alternating; R learns through the frozen g."""
+class KeepsFake(Schedule):
+    """Wrong on purpose: keeps G's output in ``self`` across phases and trains G on it again
+    after G has stepped (what ctx.once prevents)."""
 
-    roles = {"g": "generator", "G": "generator", "R": "encoder", "D": "discriminator"}
+    roles = {"G": "generator"}
+
+    def _a(self, ctx):
+        self.kept = ctx.nets.G(ctx.batch["batch"]["image"])
+        ctx["fake"], ctx["real"] = self.kept, ctx.batch["batch"]["image"]
+
+    def _b(self, ctx):
+        ctx["fake"], ctx["real"] = self.kept, ctx.batch["batch"]["image"]
+
+    def phases(self):
+        return [Phase("A", trains=("G",), run=self._a, provides=("fake", "real"), losses=[l1("l1", "fake", "real")]),
+                Phase("B", trains=("G",), run=self._b, provides=("fake", "real"), losses=[l1("l1", "fake", "real")])]
+
+
+class BrokenConfig(Config):
+    fault: str = Field("detached", pattern="^(detached|unreached)$")
+
+
+class Broken(Schedule):
+    """Wrong on purpose: the G phase's objective reaches no parameter of G (``detached``:
+    the fake is taken without a graph, the old alternating bug) or trains a role its
+    objective never reaches (``unreached``)."""
+
+    Config = BrokenConfig
+    roles = {"G": "generator", "D": "discriminator"}
 
     def _fake(self, ctx):
-        x = ctx.batch["batch"]["image"]
-        z_dim = ctx.nets.plain("g").config.z_dim
-        return ctx.once("fake", lambda: ctx.nets.g(torch.randn(x.shape[0], z_dim)))
+        z = torch.randn(ctx.batch["batch"]["image"].shape[0], 8)
+        if self.config.fault == "detached":
+            return ctx.value("fake", lambda: ctx.nets.G(z))
+        return ctx.once("fake", lambda: ctx.nets.G(z))
+
+    def _d(self, ctx):
+        ctx["d_real"] = ctx.nets.D(ctx.batch["batch"]["image"]).logits
+        if self.config.fault == "detached":
+            ctx["d_fake"] = ctx.nets.D(self._fake(ctx)).logits
 
     def _g(self, ctx):
-        ctx["g_logits"] = ctx.nets.D(self._fake(ctx)).logits
+        ctx["g_fake"] = ctx.nets.D(self._fake(ctx)).logits
 
-    def _G(self, ctx):
-        ctx["real"] = ctx.batch["batch"]["image"]
-        ctx["G_out"] = ctx.nets.G(ctx["real"])
-
-    def _R(self, ctx):
-        ctx["real"] = ctx.batch["batch"]["image"]
-        ctx["R_rec"] = ctx.nets.g(ctx.nets.R(ctx["real"]))
-
-    def _D(self, ctx):
-        ctx["d_real"] = ctx.nets.D(ctx.batch["batch"]["image"]).logits
-        ctx["d_fake"] = ctx.nets.D(self._fake(ctx).detach()).logits
-
-    def _phases(self):
-        return [
-            Phase("g", trains=("g",), run=self._g, provides=("g_logits",), losses=[adv("g_adv", "g_logits")]),
-            Phase("G", trains=("G",), run=self._G, provides=("G_out", "real"), losses=[l1("G_l1", "G_out", "real")]),
-            Phase("R", trains=("R",), run=self._R, provides=("R_rec", "real"), losses=[l1("R_rec", "R_rec", "real")]),
-            Phase("D", trains=("D",), run=self._D, provides=("d_real", "d_fake"),
-                  losses=[adv("d_real", "d_real"), adv("d_fake", "d_fake", "fake")]),
-        ]
+    def phases(self):
+        if self.config.fault == "unreached":  # D's phase claims to train G, but never calls it
+            d = Phase("D", trains=("D", "G"), run=self._d, provides=("d_real",), losses=[adv("d_real", "d_real")])
+        else:
+            d = Phase("D", trains=("D",), run=self._d, provides=("d_real", "d_fake"),
+                      losses=[adv("d_real", "d_real"), adv("d_fake", "d_fake", "fake")])
+        return [d, Phase("G", trains=("G",), run=self._g, provides=("g_fake",),
+                         losses=[adv("g", "g_fake", player="generator")])]
 
 
-class DRShape(Recorded):
-    """Multi-image DR-GAN: groups of 3 images of one identity, fused in E's space; D, then E+G."""
+class EveryThird(Alternating):
+    """``alternating`` whose D phase, once it has run, skips the next two iterations:
+    a condition on the schedule's state (``Phase.when``), as DR-GAN's "D strong" rule."""
 
-    roles = {"E": "encoder", "G": "generator", "D": "discriminator"}
+    def phases(self):
+        d, g = super().phases()
+        run = d.run
 
-    def required_labels(self):
-        return ("identity",)
+        def d_run(ctx):
+            run(ctx)
+            ctx.state["next_d"] = ctx.step + 3
 
-    def streams(self):
-        return {"faces": Stream(group_by="identity", group_size=3)}
+        d.run = d_run
+        d.when = lambda ctx: ctx.step >= ctx.state.get("next_d", 0)
+        return [d, g]
+
+
+class TinyNet(_Watched, Network):
+    """z [B, z_dim] -> z [B, z_dim]: a part of the generic ``network`` kind."""
+
+    Config = TinyEncConfig
+
+    def __init__(self, config=None, *, info: DataInfo | None = None, **kw):
+        super().__init__(config, info=info, **kw)
+        self.net = nn.Linear(self.config.z_dim, self.config.z_dim)
+        self._watch()
+
+    def forward(self, z):
+        self._called()
+        return torch.tanh(self.net(z))
+
+
+class Mapped(Alternating):
+    """``alternating`` with a mapping net M of kind ``network`` between the noise and G,
+    trained in the G phase."""
+
+    roles = {"G": "generator", "D": "discriminator", "M": "network"}
 
     def _fake(self, ctx):
-        b = ctx.batch["faces"]
-
         def make():
-            z = ctx.nets.E(b["image"])
-            fused = z.view(-1, 3, z.shape[1]).mean(1)
-            return ctx.nets.G(fused, b["square"].view(-1, 3)[:, 0])
+            real = ctx.batch["batch"]["image"]
+            z = torch.randn(real.shape[0], ctx.nets.plain("G").config.z_dim)
+            return ctx.nets.G(ctx.nets.M(z))
 
         return ctx.once("fake", make)
 
-    def _d(self, ctx):
-        b = ctx.batch["faces"]
-        GROUPS.append(b["identity"].view(-1, 3).clone())
-        n_id = ctx.info.classes("identity")
-        fake = self._fake(ctx).detach()
-        ctx["d_real"], ctx["d_real_t"] = ctx.nets.D(b["image"]).logits, b["identity"]
-        ctx["d_fake"] = ctx.nets.D(fake).logits
-        ctx["d_fake_t"] = torch.full((fake.shape[0],), n_id, dtype=torch.long)
+    def phases(self):
+        d, g = super().phases()
+        g.trains = ("G", "M")
+        return [d, g]
 
-    def _g(self, ctx):
-        fake = self._fake(ctx)
-        ctx["g_logits"] = ctx.nets.D(fake).logits
-        ctx["g_target"] = ctx.batch["faces"]["identity"].view(-1, 3)[:, 0]
 
-    def _phases(self):
-        return [
-            Phase("D", trains=("D",), prepares=("E", "G"), run=self._d,
-                  provides=("d_real", "d_real_t", "d_fake", "d_fake_t"),
-                  losses=[ce("d_id", "d_real", "d_real_t"), ce("d_gan", "d_fake", "d_fake_t")]),
-            Phase("G", trains=("E", "G"), run=self._g, provides=("g_logits", "g_target"),
-                  losses=[ce("g_id", "g_logits", "g_target")], accepts_extra_losses=True),
-        ]
+#: (step, stream, batch) as the streams schedule saw them
+SEEN_BATCHES: list[tuple[int, str, dict[str, torch.Tensor]]] = []
+
+
+class Streams(Alternating):
+    """``alternating`` on a labelled stream, plus an unlabelled stream of its own batch size and
+    a grouped stream, recorded as drawn (the shapes TD-GAN's and multi-image DR-GAN's data take)."""
+
+    def streams(self):
+        return {"batch": Stream(labeled=("color",)), "untagged": Stream(unlabeled=("color",), batch_size=3),
+                "faces": Stream(group_by="identity", group_size=3, min_group=2, batch_size=2)}
+
+    def phases(self):
+        d, g = super().phases()
+        run = d.run
+
+        def d_run(ctx):
+            for name, b in ctx.batch.items():
+                SEEN_BATCHES.append((ctx.step, name, {k: v.clone() for k, v in b.items()}))
+            run(ctx)
+
+        d.run = d_run
+        return [d, g]
+
+
+class GroupsConfig(DataConfig):
+    counts: list[int] = Field([1, 2, 3, 5], description="images per identity")
+
+
+class Groups(DataSource):
+    """Identities with uneven numbers of images (``counts``); labels identity and color."""
+
+    Config = GroupsConfig
+    provides = ("identity", "color")
+
+    def __init__(self, config=None, **kw):
+        super().__init__(config, **kw)
+        self._id = torch.repeat_interleave(torch.arange(len(self.config.counts)), torch.tensor(self.config.counts))
+
+    def __len__(self):
+        return len(self._id)
+
+    def labels(self):
+        return {"identity": self._id, "color": self._id % 4}
+
+    def load(self, indices):
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        r = self.config.resolution
+        image = (idx.float()[:, None, None, None] / len(self)).expand(-1, 3, r, r) * 2 - 1
+        return {"image": image.clone(), **{k: v[idx] for k, v in self.labels().items()}}
+
+
+class TrainOnly(Blobs):
+    """``blobs`` without a test split (as a folder of images without one)."""
+
+    def __init__(self, config=None, **kw):
+        super().__init__(config, **kw)
+        if self.config.split == "test":
+            raise DataError("this source has no test split")
 
 
 def _probe_write(ctx: Context) -> None:
@@ -451,14 +533,17 @@ def _probe_write(ctx: Context) -> None:
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     b = ctx.batch["batch"]
     rec = {"step": ctx.step, "rank": rank, "world": world, "image_sum": float(b["image"].double().sum()),
-           "G": _flat(ctx.nets.plain("G")).tolist(), "D": _flat(ctx.nets.plain("D")).tolist()}
+           "G": _flat(ctx.nets.plain("G")).tolist(), "D": _flat(ctx.nets.plain("D")).tolist(),
+           "D_buffers": torch.cat([x.flatten().float() for x in ctx.nets.plain("D").buffers()
+                                   if x.dtype.is_floating_point]).tolist()}
     with open(Path(folder) / f"rank{rank}.jsonl", "a") as fh:
         fh.write(json.dumps(rec) + "\n")
 
 
 class Probe(Alternating):
     """``alternating`` that writes, per process and step, its world size, its data and the
-    parameters both networks start the step with (to check the all-reduce)."""
+    parameters and D's running statistics both networks start the step with (to check the
+    all-reduce and what a checkpoint leaves every process holding)."""
 
     def phases(self):
         out = super().phases()
@@ -472,13 +557,32 @@ class Probe(Alternating):
         return out
 
 
+class Recorded(LossTerm):
+    """The mean of what it reads, also appended (per process) to ``$GTEST_PROBE/loss{rank}.jsonl``."""
+
+    reads = ("value",)
+
+    def compute(self, value):
+        import torch.distributed as dist
+
+        v = value.float().mean()
+        folder = os.environ.get("GTEST_PROBE")
+        if folder:
+            rank = dist.get_rank() if dist.is_initialized() else 0
+            with open(Path(folder) / f"loss{rank}.jsonl", "a") as fh:
+                fh.write(json.dumps(float(v)) + "\n")
+        return v
+
+
 @hookimpl
 def register_parts(register) -> None:
     for name, cls in [("gtest.encoder", TinyEncoder), ("gtest.transformer", TinyTransformer),
                       ("gtest.decoder", TinyDecoder), ("gtest.disc", TinyDiscriminator),
-                      ("gtest.zdisc", TinyZDiscriminator), ("gtest.nan_at", NanAt), ("gtest.const", Const),
-                      ("gtest.res", ResShape), ("gtest.caae", CAAEShape), ("gtest.td", TDShape),
-                      ("gtest.dr", DRShape), ("gtest.probe", Probe)]:
+                      ("gtest.zdisc", TinyZDiscriminator), ("gtest.net", TinyNet), ("gtest.nan_at", NanAt),
+                      ("gtest.const", Const), ("gtest.recorded", Recorded), ("gtest.res", ResShape),
+                      ("gtest.caae", CAAEShape), ("gtest.keeps", KeepsFake), ("gtest.broken", Broken),
+                      ("gtest.every_third", EveryThird), ("gtest.mapped", Mapped), ("gtest.streams", Streams),
+                      ("gtest.groups", Groups), ("gtest.trainonly", TrainOnly), ("gtest.probe", Probe)]:
         register(name, cls)
 
 
@@ -499,10 +603,10 @@ def gtest_plugin(monkeypatch):
     _reset_records()
 
 
-def run(recipe: dict[str, Any], out: Path, overrides: list[str] = (), resume: bool = False) -> Path:
+def run(recipe: dict[str, Any], out: Path, overrides: list[str] = (), resume: bool = False, **kw: Any) -> Path:
     data = copy.deepcopy(recipe)
     data["output"]["dir"] = str(out)
-    return train(load_recipe(data, list(overrides)), resume=resume, progress=False)
+    return train(load_recipe(data, list(overrides)), resume=resume, progress=False, **kw)
 
 
 def metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -521,23 +625,8 @@ def shape_recipe(basic: dict[str, Any], schedule: dict[str, Any], parts: dict[st
     return r
 
 
-def check_phases(phases: dict[str, tuple[str, ...]], run_dir: Path, steps: int) -> None:
-    """Each phase changed exactly the parameters of the roles it trains, gradients reached
-    only those roles, no phase started with a stale .grad, every term was logged."""
-    assert [(s, p) for s, p, _, _ in LOG] == [(s, p) for s in range(steps) for p in phases]
-    final = {r: _flat(m) for r, m in NETS.items()}
-    snaps = [snap for _, _, snap, _ in LOG] + [final]
-    for (step, phase, _, stale), before, after in zip(LOG, snaps, snaps[1:]):
-        changed = {r for r in before if not torch.equal(before[r], after[r])}
-        assert changed == set(phases[phase]), f"step {step} phase {phase}: changed {changed}"
-        assert not any(stale.values()), f"step {step} phase {phase} started with gradients in {stale}"
-    role_of = {id(m): r for r, m in NETS.items()}
-    got: dict[str, set[str]] = collections.defaultdict(set)
-    for step, phase, who in GRADS:
-        got[phase].add(role_of[who])
-    assert dict(got) == {p: set(t) for p, t in phases.items()}
-    last = metrics(run_dir)[-1]
-    assert last["step"] == steps and "seconds" in last
+def trace(recipe: dict[str, Any], tmp_path: Path, steps: int = 3, overrides: list[str] = ()) -> Trace:
+    return trace_phases(recipe, tmp_path, steps, [*overrides, "train.threads=1"])
 
 
 @pytest.fixture
@@ -545,62 +634,247 @@ def tiny(basic_recipe):
     return basic_recipe
 
 
+RES_PARTS = {"G0": {"use": "gtest.transformer"}, "G1": {"use": "gtest.transformer"},
+             "D": {"use": "gtest.disc", "outputs": 3}}
+CAAE_PARTS = {"E": {"use": "gtest.encoder"}, "G": {"use": "gtest.decoder", "condition": "color"},
+              "Dz": {"use": "gtest.zdisc"}, "Dimg": {"use": "gtest.disc"}}
+
+
 # ---------------------------------------------------------------------------------------
-# schedules of every paper's shape
+# gradients go exactly where the schedule says
 
 
-def test_resgan_shape(gtest_plugin, tiny, tmp_path):
-    r = shape_recipe(tiny, {"use": "gtest.res"},
-                     {"G0": {"use": "gtest.transformer"}, "G1": {"use": "gtest.transformer"},
-                      "D": {"use": "gtest.disc", "outputs": 3}}, attribute="square")
-    r["losses"] = [{"use": "tv", "weight": 0.01, "inputs": {"image": "fake1"}}]
-    out = run(r, tmp_path / "res")
-    check_phases({"D": ("D",), "G0": ("G0",), "G1": ("G1",)}, out, 3)
-    keys = set(metrics(out)[-1])
-    assert {"D/d_cls", "G0/g0_cls", "G0/g0_keep", "G1/g1_cls", "G1/g1_keep", "G1/tv"} <= keys
-    # G0(x0) and G1(x1) are made once per iteration (in D) and reused by their G phases
-    assert CALLS[id(NETS["G0"])] == 3 and CALLS[id(NETS["G1"])] == 3
-    assert CALLS[id(NETS["D"])] == 3 * 3
+@pytest.mark.parametrize("d_every,g_every", [(1, 1), (1, 2), (2, 1), (1, 3), (3, 2)])
+def test_alternating_trains_both_networks_at_every_ratio(tiny, tmp_path, d_every, g_every):
+    """The old bug: with d_every != g_every, G trained on a fake made without a graph and
+    never changed.  Now each network changes on every step its phase runs, and only then."""
+    tiny["schedule"].update(d_every=d_every, g_every=g_every)
+    t = trace(tiny, tmp_path, steps=6)
+    expected = [(s, p) for s in range(6) for p, every in (("D", d_every), ("G", g_every)) if s % every == 0]
+    assert t.ran() == expected
+    t.check()
 
 
-@pytest.mark.parametrize("order", ["eg_first", "d_first"])
-def test_caae_shape(gtest_plugin, tiny, tmp_path, order):
-    r = shape_recipe(tiny, {"use": "gtest.caae", "order": order},
-                     {"E": {"use": "gtest.encoder"}, "G": {"use": "gtest.decoder", "condition": "color"},
-                      "Dz": {"use": "gtest.zdisc"}, "Dimg": {"use": "gtest.disc"}})
-    out = run(r, tmp_path / "caae")
-    phases = {"EG": ("E", "G"), "Dz": ("Dz",), "Dimg": ("Dimg",)}
-    if order == "d_first":
-        phases = {"Dz": ("Dz",), "Dimg": ("Dimg",), "EG": ("E", "G")}
-    check_phases(phases, out, 3)
-    assert {"EG/recon", "EG/eg_z", "EG/eg_img", "Dz/dz_real", "Dz/dz_fake", "Dimg/di_real",
-            "Dimg/di_fake"} <= set(metrics(out)[-1])
-    assert CALLS[id(NETS["E"])] == 3 and CALLS[id(NETS["G"])] == 3  # one forward per iteration
+@pytest.mark.parametrize("other", [False, True])
+def test_resgan_shape_shares_forwards_and_recomputes_after_a_step(gtest_plugin, tiny, tmp_path, other):
+    r = shape_recipe(tiny, {"use": "gtest.res", "other": other}, RES_PARTS, attribute="square")
+    r["losses"] = [{"use": "tv", "weight": 0.01, "inputs": {"image": "fake"}}]
+    t = trace(r, tmp_path)
+    t.check()
+    assert {"D/d_cls", "G0/gan", "G0/dual", "G0/keep", "G1/gan", "G1/dual", "G1/tv"} <= set(metrics(t.run_dir)[-1])
+    nets = {role: id(m) for role, m in t.nets.items()}
+    # G0(x0), G1(x1) are made once, in the D phase; each G phase's dual pass runs the other G
+    # again.  When G0's phase also steps G1, G1(x1) is stale in G1's phase and made again.
+    assert CALLS[nets["G0"]] == 3 * 2
+    assert CALLS[nets["G1"]] == 3 * (3 if other else 2)
+    assert CALLS[nets["D"]] == 3 * 3
 
 
-def test_tdgan_shape(gtest_plugin, tiny, tmp_path):
-    r = shape_recipe(tiny, {"use": "gtest.td"},
-                     {"g": {"use": "gtest.decoder"}, "G": {"use": "gtest.transformer"},
-                      "R": {"use": "gtest.encoder"}, "D": {"use": "gtest.disc"}})
-    out = run(r, tmp_path / "td")
-    # R's loss flows through g, which is frozen in R's phase: g gets no gradient there
-    check_phases({"g": ("g",), "G": ("G",), "R": ("R",), "D": ("D",)}, out, 3)
-    assert {"g/g_adv", "G/G_l1", "R/R_rec", "D/d_real", "D/d_fake"} <= set(metrics(out)[-1])
-    assert CALLS[id(NETS["g"])] == 3 * 2  # fake once (reused by D) + once in R's phase
+@pytest.mark.parametrize("order", ["simultaneous", "d_first"])
+def test_caae_shape_one_forward_per_iteration(gtest_plugin, tiny, tmp_path, order):
+    SEEN_Z.clear()
+    r = shape_recipe(tiny, {"use": "gtest.caae", "order": order}, CAAE_PARTS)
+    t = trace(r, tmp_path)
+    t.check()
+    assert [p for s, p in t.ran() if s == 0] == (["Dz", "Dimg", "EG"] if order == "d_first" else ["EG", "Dz", "Dimg"])
+    nets = {role: id(m) for role, m in t.nets.items()}
+    assert CALLS[nets["E"]] == 3 and CALLS[nets["G"]] == 3  # one forward of E and G per iteration
+    # the discriminators trained on the very numbers E+G trained on (from before E stepped)
+    by_step = collections.defaultdict(dict)
+    for step, phase, z in SEEN_Z:
+        by_step[step][phase] = z
+    for step, seen in by_step.items():
+        assert torch.equal(seen["EG"], seen["Dz"]), step
 
 
-def test_drgan_multi_image_shape(gtest_plugin, tiny, tmp_path):
-    r = shape_recipe(tiny, {"use": "gtest.dr"},
-                     {"E": {"use": "gtest.encoder"}, "G": {"use": "gtest.decoder", "condition": "square"},
-                      "D": {"use": "gtest.disc", "classes_of": "identity", "extra": 1}})
-    out = run(r, tmp_path / "dr")
-    check_phases({"D": ("D",), "G": ("E", "G")}, out, 3)
-    assert {"D/d_id", "D/d_gan", "G/g_id"} <= set(metrics(out)[-1])
-    assert len(GROUPS) == 3
-    for ids in GROUPS:  # batch_size groups of group_size images sharing one identity
-        assert ids.shape == (2, 3)
-        assert (ids == ids[:, :1]).all()
-    assert CALLS[id(NETS["E"])] == 3
+def test_stale_reuse_raises(gtest_plugin, tiny, tmp_path):
+    r = shape_recipe(tiny, {"use": "gtest.keeps"}, {"G": {"use": "gtest.transformer"}})
+    with pytest.raises(StaleResult, match=r"phase 'B' backpropagates through an output of role 'G' made in phase "
+                                          r"'A' of step 0, but G has stepped since \(in phase 'A'\)"):
+        run(r, tmp_path / "stale")
+
+
+def test_an_objective_without_a_graph_is_an_error(gtest_plugin, tiny, tmp_path):
+    r = shape_recipe(tiny, {"use": "gtest.broken"}, {"G": {"use": "gtest.decoder"}, "D": {"use": "gtest.disc"}})
+    with pytest.raises(TrainingError, match=r"phase 'G' has a non-zero objective \(g\) that reaches none of the "
+                                            r"parameters of the roles it trains \(G\)"):
+        run(r, tmp_path / "detached")
+
+
+def test_a_trained_role_without_gradient_is_an_error(gtest_plugin, tiny, tmp_path):
+    r = shape_recipe(tiny, {"use": "gtest.broken", "fault": "unreached"},
+                     {"G": {"use": "gtest.decoder"}, "D": {"use": "gtest.disc"}})
+    with pytest.raises(TrainingError, match=r"phase 'D' trains role 'G', but its objective gives G no gradient"):
+        run(r, tmp_path / "unreached")
+
+
+def test_untrained_roles_keep_their_batchnorm_statistics(tiny, tmp_path):
+    """D judges the fake in G's phase and G's fake is made in D's phase: D's running
+    statistics move only in D's phase; G's move where its training forward is made."""
+    t = trace(tiny, tmp_path)
+    t.check()
+    for r in t.records:
+        assert r.stats == ({"D", "G"} if r.phase == "D" else set()), (r.step, r.phase, r.stats)
+    # with d_every = 2, odd iterations make the fake in G's phase: G's statistics move there
+    tiny["schedule"]["d_every"] = 2
+    t = trace(tiny, tmp_path / "ratio", steps=4)
+    for r in t.records:
+        want = {"D", "G"} if r.phase == "D" else ({"G"} if r.step % 2 else set())
+        assert r.stats == want, (r.step, r.phase, r.stats)
+
+
+def test_a_phase_can_ask_for_other_roles_statistics(tiny, tmp_path, monkeypatch):
+    original = Alternating.phases
+
+    def phases(self):
+        d, g = original(self)
+        g.updates_stats = ("D",)
+        return [d, g]
+
+    monkeypatch.setattr(Alternating, "phases", phases)
+    t = trace(tiny, tmp_path)
+    assert all(r.stats == ({"D", "G"} if r.phase == "D" else {"D"}) for r in t.records)
+
+
+def test_phase_when_condition_and_exact_resume(gtest_plugin, tiny, tmp_path):
+    tiny["schedule"] = {"use": "gtest.every_third"}
+    t = trace(tiny, tmp_path, steps=7)
+    assert [s for s, p in t.ran() if p == "D"] == [0, 3, 6]
+    assert [s for s, p in t.ran() if p == "G"] == list(range(7))
+    t.check()
+    whole = run(tiny, tmp_path / "whole", ["train.steps=7"])
+    half = run(tiny, tmp_path / "half", ["train.steps=4"])
+    assert json.loads((latest_checkpoint(half) / "state.json").read_text())["schedule_state"] == {"next_d": 6}
+    run(tiny, half, ["train.steps=7"], resume=True)
+    a, b = weights(latest_checkpoint(whole)), weights(latest_checkpoint(half))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_network_kind_role(gtest_plugin, tiny, tmp_path):
+    tiny["schedule"] = {"use": "gtest.mapped"}
+    tiny["parts"]["M"] = {"use": "gtest.net"}
+    t = trace(tiny, tmp_path)
+    t.check()
+    assert {r.phase: r.trains for r in t.records} == {"D": ("D",), "G": ("G", "M")}
+    saved = weights(latest_checkpoint(t.run_dir))
+    assert {"M.net.weight", "M.net.bias"} <= set(saved)
+    assert checkpoint_roundtrip(t.run_dir).nets["M"].config.z_dim == 8
+
+
+def test_hinge_generator_term():
+    logits = torch.tensor([0.5, 3.0, -2.0])
+    g = Adversarial(mode="hinge", player="generator")
+    assert float(g.compute(logits)) == pytest.approx(-(0.5 + 3.0 - 2.0) / 3)
+    d = Adversarial(mode="hinge", target="real")
+    assert float(d.compute(logits)) == pytest.approx((0.5 + 0 + 3.0) / 3)  # saturates past 1
+    # nonsaturating and lsgan: the generator's term is the discriminator's real-target term
+    for mode in ("nonsaturating", "lsgan"):
+        assert torch.equal(Adversarial(mode=mode, player="generator").compute(logits),
+                           Adversarial(mode=mode, target="real").compute(logits))
+    with pytest.raises(ValueError, match="player = 'generator' has target 'real'"):
+        Adversarial(mode="hinge", player="generator", target="fake")
+
+
+# ---------------------------------------------------------------------------------------
+# mixed precision: one loss scale per iteration
+
+
+def test_loss_scale_skips_overflowing_steps_and_updates_once():
+    w = nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=0.1)
+    scale = LossScale(torch.device("cpu"), init=2.0**127, interval=1)
+    scale.scale(w.sum() * 4).backward()  # 4 · 2^127 overflows float32
+    assert scale.step(opt, [w]) is False and torch.equal(w.detach(), torch.ones(3))
+    scale.update()
+    assert float(scale.scale_) == 2.0**126
+    opt.zero_grad()
+    scale = LossScale(torch.device("cpu"), init=1024.0, interval=1)
+    scale.scale(w.sum()).backward()
+    assert scale.step(opt, [w]) is True and torch.allclose(w.detach(), torch.full((3,), 0.9))
+    scale.update()
+    assert float(scale.scale_) == 2048.0
+
+
+def test_engine_uses_one_loss_scale_per_iteration(gtest_plugin, tiny, tmp_path, monkeypatch):
+    """CAAE's shape steps E and G in one phase and three optimizers per iteration: the scale
+    is updated once per iteration, and power-of-two scaling leaves the weights bit-identical."""
+    r = shape_recipe(tiny, {"use": "gtest.caae", "order": "simultaneous"}, CAAE_PARTS)
+    plain = run(r, tmp_path / "plain")
+    made: list[LossScale] = []
+
+    def fp16_scale(device):
+        made.append(LossScale(device, init=2.0**10, interval=1))
+        return made[-1]
+
+    monkeypatch.setattr(engine, "_loss_scale", lambda precision, device: fp16_scale(device))
+    scaled = run(r, tmp_path / "scaled")
+    assert float(made[0].scale_) == 2.0**13  # 3 iterations: 3 updates, not 9
+    a, b = weights(latest_checkpoint(plain)), weights(latest_checkpoint(scaled))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((latest_checkpoint(scaled) / "state.json").read_text())["loss_scale"]["scale"] == 2.0**13
+
+
+# ---------------------------------------------------------------------------------------
+# data streams: batch sizes, missing labels, groups
+
+
+def test_streams_batch_sizes_missing_labels_and_groups(gtest_plugin, tiny, tmp_path, capsys):
+    SEEN_BATCHES.clear()
+    tiny["schedule"] = {"use": "gtest.streams"}
+    tiny["data"] = {"source": "gtest.groups", "resolution": 16, "label_fraction": 0.5, "partial_labels": ["color"],
+                    "counts": [1, 2, 3, 5, 4, 6]}
+    tiny["train"].update(batch_size=2, stream_batch_size={"batch": 4}, steps=3)
+    run(tiny, tmp_path / "streams")
+    assert "stream 'faces': 2 of 6 identity values have fewer than 3 samples (smallest 1); 1 with fewer than 2 are " \
+           "left out, the others make smaller groups" in capsys.readouterr().err
+    seen = collections.defaultdict(list)
+    for step, name, b in SEEN_BATCHES:
+        seen[name].append(b)
+    assert [len(b["image"]) for b in seen["batch"]] == [4, 4, 4]  # train.stream_batch_size
+    assert [len(b["image"]) for b in seen["untagged"]] == [3, 3, 3]  # the stream's own batch size
+    assert all((b["color"] >= 0).all() for b in seen["batch"])
+    assert all((b["color"] == -1).all() for b in seen["untagged"])
+    counts = dict(enumerate([1, 2, 3, 5, 4, 6]))
+    for b in seen["faces"]:  # 2 groups of up to 3 images of one identity, contiguous, numbered 0, 1
+        group, ident = b["group"], b["identity"]
+        assert group.tolist() == sorted(group.tolist()) and set(group.tolist()) == {0, 1}
+        for g in (0, 1):
+            ids = ident[group == g]
+            assert (ids == ids[0]).all() and len(ids) == min(3, counts[int(ids[0])]) and counts[int(ids[0])] >= 2
+
+
+def test_partial_labels_keep_the_requested_fraction():
+    src = Blobs(size=200, resolution=8)
+    part = PartialLabels(src, 0.1, ["color"])
+    kept = ~missing(part.labels()["color"])
+    assert int(kept.sum()) == 20
+    assert torch.equal(part.labels()["square"], src.labels()["square"])  # other labels untouched
+    b = part.load(list(range(200)))
+    assert torch.equal(b["color"] >= 0, kept) and torch.equal(b["image"], src.load(list(range(200)))["image"])
+    again = PartialLabels(Blobs(size=200, resolution=8), 0.1, ["color"])
+    assert torch.equal(again.keep, part.keep)  # deterministic
+    with pytest.raises(DataError, match=r"data.partial_labels names \['colour'\]"):
+        PartialLabels(src, 0.5, ["colour"])
+
+
+def test_grad_accum_never_splits_a_group():
+    group = torch.tensor([0, 0, 0, 1, 2, 2, 3, 3, 3])
+    batch = {"faces": {"image": torch.arange(9.0), "group": group}, "other": {"image": torch.arange(4.0)}}
+    first, second = _split(batch, 2)
+    assert first["faces"]["image"].tolist() == [0, 1, 2, 3] and first["faces"]["group"].tolist() == [0, 0, 0, 1]
+    assert second["faces"]["image"].tolist() == [4, 5, 6, 7, 8] and second["faces"]["group"].tolist() == [0, 0, 1, 1, 1]
+    assert first["other"]["image"].tolist() == [0, 1] and second["other"]["image"].tolist() == [2, 3]
+
+
+def test_stream_batch_size_validation(tiny):
+    tiny["train"]["stream_batch_size"] = {"batch": 3, "nope": 2}
+    tiny["train"]["grad_accum"] = 2
+    with pytest.raises(RecipeError) as info:
+        load_recipe(tiny)
+    text = str(info.value)
+    assert "train.stream_batch_size.nope: schedule 'alternating' draws no stream 'nope'; its streams: batch" in text
+    assert ("train.grad_accum: 2 does not divide the batch size of stream 'batch' (train.stream_batch_size.batch "
+            "= 3)") in text
 
 
 # ---------------------------------------------------------------------------------------
@@ -653,13 +927,37 @@ def test_resume_is_exact(tiny, tmp_path):
     assert strip(metrics(whole)) == strip(metrics(half))
 
 
-def test_existing_checkpoints_need_resume(tiny, tmp_path):
+def test_a_second_run_into_a_run_folder(tiny, tmp_path, write_recipe):
+    """Refused (naming how to continue or start again), resumed, or overwritten."""
     out = run(tiny, tmp_path / "r")
-    with pytest.raises(TrainingError, match=r"already holds checkpoints \(latest step_000002\); pass --resume"):
+    with pytest.raises(RunExists, match=r"already holds checkpoints \(latest step_000002\); pass resume=True to "
+                                        r"continue that run, overwrite=True to start it again from scratch"):
         run(tiny, out)
+    tiny["output"]["dir"] = str(out)
+    proc = subprocess.run([sys.executable, "-m", "gancore", "run", str(write_recipe(tiny)), "--no-progress"],
+                          env={**os.environ, "GANCORE_LOAD_PLUGINS": ""}, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "pass --resume to continue that run, --overwrite to start it again" in proc.stderr
+    assert "training stopped" not in proc.stderr
+    resumed = run(tiny, out, ["train.steps=3"], resume=True)  # more steps: continues from step 2
+    assert [m["step"] for m in metrics(resumed)] == [1, 2, 3]
+    again = run(tiny, out, ["train.steps=1"], overwrite=True)  # from scratch
+    assert [m["step"] for m in metrics(again)] == [1]
+    assert [p.name for p in list_checkpoints(again)] == ["step_000001"]
     tiny["parts"]["G"]["width"] = 8
     with pytest.raises(TrainingError, match=r"cannot resume .*: the recipe's \[parts\] differs"):
         run(tiny, out, resume=True)
+
+
+def test_samples_say_when_they_are_training_images(gtest_plugin, tiny, tmp_path, capsys):
+    from PIL import Image
+
+    tiny["data"]["source"] = "gtest.trainonly"
+    tiny["output"].update(sample_every=1, num_samples=4)
+    out = run(tiny, tmp_path / "trainonly")
+    assert "note: samples are TRAINING images: the data has no usable test split" in capsys.readouterr().err
+    with Image.open(out / "samples" / "step_000002.png") as im:
+        assert im.size == (4 * 17 + 1, 2 * 17 + 1 + 14)  # the grid plus a line of text saying so
 
 
 def test_init_from_loads_weights(tiny, tmp_path):
@@ -725,35 +1023,73 @@ def test_sigkill_leaves_a_resumable_checkpoint(tiny, tmp_path, write_recipe):
 # two processes on CPU
 
 
+def _torchrun(tiny: dict, tmp_path: Path, write_recipe: Any, out: Path, probe: Path, *extra: str) -> None:
+    site = tmp_path / "site"
+    info = site / "gtest_probe-0.0.dist-info"
+    if not info.exists():
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gtest-probe\nVersion: 0.0\n")
+        (info / "entry_points.txt").write_text(f"[gancore]\ngtest = {Path(__file__).stem}\n")
+    probe.mkdir(exist_ok=True)
+    tiny.setdefault("train", {}).pop("threads", None)
+    path = write_recipe(tiny, f"recipe-{out.name}.toml")
+    env = {**os.environ, "GANCORE_LOAD_PLUGINS": "gtest", "GTEST_PROBE": str(probe), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(site), str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "--no-python", "gancore", "run",
+                           str(path), "--no-progress", "--set", f"output.dir='{out}'", *extra],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _probe_rows(probe: Path) -> list[list[dict[str, Any]]]:
+    return [[json.loads(x) for x in (probe / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("grad_accum", [1, 2])
 def test_torchrun_two_processes_all_reduce(tiny, tmp_path, write_recipe, grad_accum):
     """torchrun starts 2 processes; each draws different samples, and after every step both
-    hold the same weights — which only the all-reduce of gradients can give."""
-    site = tmp_path / "site"
-    info = site / "gtest_probe-0.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gtest-probe\nVersion: 0.0\n")
-    (info / "entry_points.txt").write_text(f"[gancore]\ngtest = {Path(__file__).stem}\n")
+    hold the same weights — which only the all-reduce of gradients can give.  The logged
+    loss is the mean over both processes."""
     probe = tmp_path / "probe"
-    probe.mkdir()
     tiny["schedule"] = {"use": "gtest.probe"}
+    tiny["losses"] = [{"use": "gtest.recorded", "phase": "D", "inputs": {"value": "d_real"}, "weight": 1e-3}]
     tiny["train"].update(steps=3, batch_size=4, grad_accum=grad_accum)
-    tiny["train"].pop("threads")
-    path = write_recipe(tiny)
     out = tmp_path / "ddp"
-    env = {**os.environ, "GANCORE_LOAD_PLUGINS": "gtest", "GTEST_PROBE": str(probe), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(site), str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "--no-python", "gancore", "run",
-                           str(path), "--no-progress", "--set", f"output.dir='{out}'"],
-                          env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _torchrun(tiny, tmp_path, write_recipe, out, probe)
     assert latest_checkpoint(out).name == "step_000003"
-    assert [m["step"] for m in metrics(out)] == [1, 2, 3]
-    ranks = [[json.loads(x) for x in (probe / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    logged = metrics(out)
+    assert [m["step"] for m in logged] == [1, 2, 3]
+    per_rank = [[json.loads(x) for x in (probe / f"loss{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    for step, m in enumerate(logged):  # each process's mean over its micro-batches, then over processes
+        mine = [sum(v[step * grad_accum:(step + 1) * grad_accum]) / grad_accum for v in per_rank]
+        assert m["D/gtest.recorded"] == pytest.approx(1e-3 * sum(mine) / 2, abs=2e-6)
+        assert mine[0] != mine[1]
+    ranks = _probe_rows(probe)
     for r, rows in enumerate(ranks):
         assert [(m["step"], m["rank"], m["world"]) for m in rows] == [(s, r, 2) for s in range(3)]
     for a, b in zip(*ranks):
         assert a["image_sum"] != b["image_sum"]  # each process trains on its own share
         assert a["G"] == b["G"] and a["D"] == b["D"]  # ... yet both hold the same weights
     assert ranks[0][0]["D"] != ranks[0][2]["D"] and ranks[0][0]["G"] != ranks[0][2]["G"]  # and they trained
+
+
+@pytest.mark.slow
+def test_torchrun_resume_restores_each_process_and_syncs_statistics(tiny, tmp_path, write_recipe):
+    """Two processes stopped at step 2 and resumed end bit-identical to an uninterrupted
+    run (each process restores its own noise), and after every checkpoint both hold the
+    same BatchNorm statistics (averaged over the processes)."""
+    tiny["schedule"] = {"use": "gtest.probe"}
+    tiny["train"].update(steps=4, batch_size=4)
+    tiny["output"]["checkpoint_every"] = 2
+    whole, half = tmp_path / "whole", tmp_path / "half"
+    _torchrun(tiny, tmp_path, write_recipe, whole, tmp_path / "probe_whole")
+    _torchrun(tiny, tmp_path, write_recipe, half, tmp_path / "probe_half", "--set", "train.steps=2")
+    _torchrun(tiny, tmp_path, write_recipe, half, tmp_path / "probe_half", "--resume")
+    a, b = weights(latest_checkpoint(whole)), weights(latest_checkpoint(half))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = _probe_rows(tmp_path / "probe_whole")
+    # step 2 starts right after the step-2 checkpoint: both processes hold the same statistics;
+    # without the averaging, each keeps the statistics of its own batches
+    assert rows[0][2]["D_buffers"] == rows[1][2]["D_buffers"]
+    assert rows[0][1]["D_buffers"] != rows[1][1]["D_buffers"]

@@ -253,7 +253,7 @@ def test_ambiguous_override_of_a_schedule_term(basic_recipe, write_recipe):
 def test_grad_accum_must_divide_batch_size(basic_recipe, write_recipe):
     basic_recipe["train"]["grad_accum"] = 3
     path = write_recipe(basic_recipe)
-    assert only(errors(path)) == f"{path}: train.grad_accum: 3 does not divide train.batch_size = 4"
+    assert only(errors(path)) == f"{path}: train.grad_accum: 3 does not divide the batch size of stream 'batch' (train.batch_size = 4)"
 
 
 def test_per_part_for_an_untrained_role(basic_recipe, write_recipe):
@@ -374,7 +374,7 @@ def test_cli_validate_bad_recipe_exits_2_one_line_per_problem(basic_recipe, writ
     assert captured.err.splitlines() == [
         f"{path}: trian: unknown key; did you mean 'train'?",
         f"{path}: parts.G.use: unknown generator part 'basic.generatr'; did you mean 'basic.generator' (plugin 'gancore')?",
-        f"{path}: train.grad_accum: 3 does not divide train.batch_size = 4",
+        f"{path}: train.grad_accum: 3 does not divide the batch size of stream 'batch' (train.batch_size = 4)",
     ]
 
 

@@ -107,7 +107,14 @@ class AlternatingConfig(Config):
 
 
 class Alternating(Schedule):
-    """Plain (conditional) GAN: a D step on real vs G(z), then a G step; G(z) is made once."""
+    """Plain (conditional) GAN: a D step on real vs G(z), then a G step on the same G(z).
+
+    G(z) is made once per iteration by whichever phase runs first (``ctx.once``) and shared:
+    with the default 1:1 ratio the D phase makes it and the G phase backpropagates through
+    the same graph (G has not stepped in between).  Any ``d_every``:``g_every`` ratio works
+    unchanged: on an iteration without a G phase G runs without a graph, on one without a D
+    phase the G phase makes the fake itself.
+    """
 
     Config = AlternatingConfig
     roles = {"G": "generator", "D": "discriminator"}
@@ -128,27 +135,22 @@ class Alternating(Schedule):
 
     def _d_run(self, ctx: Context) -> None:
         real = ctx.batch["batch"]["image"]
-        fake = self._fake(ctx).detach()
         ctx["d_real"] = ctx.nets.D(real, self._label(ctx)).logits
-        ctx["d_fake"] = ctx.nets.D(fake, self._label(ctx)).logits
+        ctx["d_fake"] = ctx.nets.D(self._fake(ctx), self._label(ctx)).logits
 
     def _g_run(self, ctx: Context) -> None:
         ctx["g_fake"] = ctx.nets.D(self._fake(ctx), self._label(ctx)).logits
 
     def phases(self) -> list[Phase]:
         mode = self.config.mode
-        # The fake is made once, in the D phase (G is "prepared" there), and its graph is
-        # reused by the G phase: G has not stepped in between, so the graph is still valid.
-        # With g_every/d_every != 1 the G phase may run without a D phase before it; then
-        # `once` simply makes the fake there.
         return [
             Phase("D", trains=("D",), run=self._d_run, provides=("d_real", "d_fake"), every=self.config.d_every,
-                  prepares=("G",) if self.config.d_every == self.config.g_every else (),
                   losses=[Adversarial(target="real", mode=mode, inputs={"logits": "d_real"}, name="d_real"),
                           Adversarial(target="fake", mode=mode, inputs={"logits": "d_fake"}, name="d_fake")]),
             Phase("G", trains=("G",), run=self._g_run, provides=("g_fake", "fake"), every=self.config.g_every,
                   accepts_extra_losses=True,
-                  losses=[Adversarial(target="real", mode=mode, inputs={"logits": "g_fake"}, name="g_adv")]),
+                  losses=[Adversarial(target="real", player="generator", mode=mode, inputs={"logits": "g_fake"},
+                                      name="g_adv")]),
         ]
 
     @torch.no_grad()

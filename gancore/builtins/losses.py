@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..losses import LossConfig, LossTerm
 
@@ -77,19 +77,44 @@ class CrossEntropy(LossTerm):
 class AdvConfig(LossConfig):
     target: Literal["real", "fake"] = Field("real", description="what the logits should be judged as")
     mode: Literal["nonsaturating", "hinge", "lsgan"] = Field("nonsaturating", description="GAN objective")
+    player: Literal["discriminator", "generator"] = Field(
+        "discriminator", description="whose objective this is: the discriminator's, or the generator's (target real)"
+    )
+
+    @model_validator(mode="after")
+    def _generator_wants_real(self) -> AdvConfig:
+        if self.player == "generator" and self.target != "real":
+            raise ValueError("an adversarial term with player = 'generator' has target 'real' (the generator wants "
+                             "its output judged real)")
+        return self
 
 
 class Adversarial(LossTerm):
-    """Binary adversarial loss on discriminator ``logits``: push them towards ``target``."""
+    """Binary adversarial loss on discriminator ``logits``: push them towards ``target``.
+
+    ============== ============================ ============================ =================
+    mode           discriminator, target real   discriminator, target fake   generator
+    ============== ============================ ============================ =================
+    nonsaturating  softplus(−l)                 softplus(l)                  softplus(−l)
+    hinge          relu(1 − l)                  relu(1 + l)                  −l
+    lsgan          (l − 1)²                     l²                           (l − 1)²
+    ============== ============================ ============================ =================
+
+    (each averaged over the batch).  The hinge generator term is the usual −mean D(G(·)),
+    which keeps its gradient where the discriminator's hinge has saturated.
+    """
 
     Config = AdvConfig
     reads = ("logits",)
 
     def compute(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        real = self.config.target == "real"
-        if self.config.mode == "nonsaturating":
+        c = self.config
+        real = c.target == "real"
+        if c.mode == "nonsaturating":
             return F.softplus(-logits).mean() if real else F.softplus(logits).mean()
-        if self.config.mode == "hinge":
+        if c.mode == "hinge":
+            if c.player == "generator":
+                return -logits.mean()
             return F.relu(1 - logits).mean() if real else F.relu(1 + logits).mean()
         return (logits - (1.0 if real else 0.0)).square().mean()

@@ -11,21 +11,21 @@ phase        steps      losses (defaults)
 ``Dimg``     D_img      adv(D_img(x, l) → real) + adv(D_img(G(E(x), l), l) → fake)
 ===========  =========  ==============================================================
 
-``z = E(x)`` and ``G(z, l)`` are computed once per iteration (``ctx.once``) and handed,
-detached, to the discriminator phases.  Training always reconstructs with the image's
-*own* label l; changing the age happens only at test time.
+``z = E(x)`` and ``G(z, l)`` are computed once per iteration (``ctx.once``) and shared by
+the three phases.  Training always reconstructs with the image's *own* label l; changing
+the age happens only at test time.
 
 **Update order** (``order``):
 
 - ``"simultaneous"`` (default; the official code's single ``session.run`` of the three
   optimizers): EG, then D_z, then D_img.  The EG phase's adversarial gradients see the
-  discriminators before they step, and the discriminators see the E/G outputs made before
-  E/G stepped (the reused, detached forward) — exactly the gradients of a simultaneous
-  update, computed in three backward passes.
-- ``"d_first"``: D_z, D_img, then EG.  The discriminators step first on the current
-  E/G outputs (E and G are *prepared* there, their graph kept), then the EG phase reuses
-  that graph and recomputes the discriminators' logits with their new weights — the
-  usual alternating GAN update.
+  discriminators before they step, and the discriminators train on the numbers of E/G's
+  outputs from before E/G stepped (``ctx.value(..., pre_step=True)``) — exactly the
+  gradients of a simultaneous update, computed in three backward passes.
+- ``"d_first"``: D_z, D_img, then EG.  The discriminators step first on the shared E/G
+  outputs, then the EG phase backpropagates through the same forward (E and G have not
+  stepped) and recomputes the discriminators' logits with their new weights — the usual
+  alternating GAN update.
 
 **Warm-up.** ``warmup`` steps of a plain autoencoder (adversarial weights 0, as the authors
 advise), then the adversarial weights rise linearly over ``ramp`` steps.
@@ -82,39 +82,55 @@ class CAAESchedule(Schedule):
         gender = b["gender"].long() if self.config.gender else None
         return b["image"], b["age_group"].long(), gender
 
-    def _forward(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
-        """z = E(x) and recon = G(z, l), made once per iteration (with graph) and shared."""
-        x, age, gender = self._labels(ctx)
+    def _z(self, ctx: Context) -> torch.Tensor:
+        x, _, _ = self._labels(ctx)
+        return ctx.nets.E(x)  # [B, z_dim]
+
+    def _recon(self, ctx: Context) -> torch.Tensor:
+        _, age, gender = self._labels(ctx)
+        return ctx.nets.G(ctx.once("z", lambda: self._z(ctx)), age, gender)  # [B, 3, R, R]
+
+    def _shared(self, ctx: Context, graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """z = E(x) and recon = G(z, l), made once per iteration and shared: with their graph
+        (E+G's phase), or their numbers (the discriminators' phases; under ``simultaneous``,
+        the numbers from before E and G stepped)."""
+        x, age, _ = self._labels(ctx)
         ctx["real"], ctx["age_group"] = x, age
-        z = ctx.once("z", lambda: ctx.nets.E(x))  # [B, z_dim]
-        recon = ctx.once("recon", lambda: ctx.nets.G(z, age, gender))  # [B, 3, R, R]
-        return z, recon
+        if graph:
+            return ctx.once("z", lambda: self._z(ctx)), ctx.once("recon", lambda: self._recon(ctx))
+        pre = self.config.order == "simultaneous"
+        return (ctx.value("z", lambda: self._z(ctx), pre_step=pre),
+                ctx.value("recon", lambda: self._recon(ctx), pre_step=pre))
 
     def _run_eg(self, ctx: Context) -> None:
-        z, recon = self._forward(ctx)
+        z, recon = self._shared(ctx, graph=True)
         _, age, gender = self._labels(ctx)
-        # The discriminators are frozen here; their logits carry gradient to E and G only.
+        ctx["z"], ctx["recon"] = z, recon
+        # the discriminators only pass the gradient on to E and G here
         ctx["ez_logits"] = ctx.nets.Dz(z).logits  # [B]
         ctx["g_logits"] = ctx.nets.Dimg(recon, age, gender).logits  # [B]
 
     def _run_dz(self, ctx: Context) -> None:
-        z, _ = self._forward(ctx)
-        z = z.detach()
+        z, recon = self._shared(ctx, graph=False)
+        ctx["z"], ctx["recon"] = z, recon
         prior = torch.rand_like(z) * 2 - 1  # z* ~ U(-1, 1)^z_dim
         ctx["z_prior"] = prior
         ctx["dz_prior_logits"] = ctx.nets.Dz(prior).logits
         ctx["dz_z_logits"] = ctx.nets.Dz(z).logits
 
     def _run_dimg(self, ctx: Context) -> None:
-        _, recon = self._forward(ctx)
+        z, recon = self._shared(ctx, graph=False)
         x, age, gender = self._labels(ctx)
+        ctx["z"], ctx["recon"] = z, recon
         ctx["dimg_real_logits"] = ctx.nets.Dimg(x, age, gender).logits
-        ctx["dimg_fake_logits"] = ctx.nets.Dimg(recon.detach(), age, gender).logits
+        ctx["dimg_fake_logits"] = ctx.nets.Dimg(recon, age, gender).logits
 
-    def _adv(self, logits: str, target: str, name: str, weight: float = 1.0, delayed: bool = False) -> LossTerm:
+    def _adv(self, logits: str, target: str, name: str, weight: float = 1.0, delayed: bool = False,
+             player: str = "discriminator") -> LossTerm:
         c = self.config
         extra = {"start": c.warmup, "ramp": c.ramp} if delayed else {}
-        return Adversarial(inputs={"logits": logits}, target=target, mode=c.mode, name=name, weight=weight, **extra)
+        return Adversarial(inputs={"logits": logits}, target=target, mode=c.mode, name=name, weight=weight,
+                           player=player, **extra)
 
     def phases(self) -> list[Phase]:
         c = self.config
@@ -127,8 +143,8 @@ class CAAESchedule(Schedule):
             losses=[
                 recon_cls(inputs={"pred": "recon", "target": "real"}, name="recon", weight=c.recon_weight),
                 TotalVariation(inputs={"image": "recon"}, norm="l2", name="tv", weight=c.tv_weight),
-                self._adv("ez_logits", "real", "ez_adv", c.z_weight, delayed=True),
-                self._adv("g_logits", "real", "g_adv", c.img_weight, delayed=True),
+                self._adv("ez_logits", "real", "ez_adv", c.z_weight, delayed=True, player="generator"),
+                self._adv("g_logits", "real", "g_adv", c.img_weight, delayed=True, player="generator"),
             ],
             accepts_extra_losses=True,
         )
@@ -139,7 +155,6 @@ class CAAESchedule(Schedule):
             run=self._run_dz,
             provides=("real", "recon", "z", "age_group", "z_prior", "dz_prior_logits", "dz_z_logits"),
             losses=[self._adv("dz_prior_logits", "real", "dz_real"), self._adv("dz_z_logits", "fake", "dz_fake")],
-            prepares=("E", "G") if first else (),
         )
         dimg = Phase(
             name="Dimg",
@@ -147,7 +162,6 @@ class CAAESchedule(Schedule):
             run=self._run_dimg,
             provides=("real", "recon", "z", "age_group", "dimg_real_logits", "dimg_fake_logits"),
             losses=[self._adv("dimg_real_logits", "real", "dimg_real"), self._adv("dimg_fake_logits", "fake", "dimg_fake")],
-            prepares=("E", "G") if first else (),
         )
         return [dz, dimg, eg] if first else [eg, dz, dimg]
 

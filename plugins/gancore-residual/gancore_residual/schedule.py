@@ -3,19 +3,20 @@ step, then a G1 step (papers.md §1.4: MingtaoGuo and flere233 do exactly this).
 
 Streams: ``x0`` (images with ``attribute == 0``) and ``x1`` (``attribute == 1``).
 
-Phase ``D`` (trains D; *prepares* G0 and G1)
-    x̃0 = G0(x0) and x̃1 = G1(x1) are computed **once**, with gradient, and kept in the
-    context (``fake0``/``fake1``).  D sees ``[x0, x1, x̃0.detach(), x̃1.detach()]`` in one
-    batch (one BatchNorm statistic for all four sets) and is trained with 3-class
-    cross-entropy on targets ``[0…, 1…, 2…, 2…]``.
+Phase ``D`` (trains D)
+    x̃0 = G0(x0) and x̃1 = G1(x1) are made **once** (``ctx.once``: ``fake0``/``fake1``)
+    and shared with the G phases.  D sees ``[x0, x1, x̃0, x̃1]`` in one batch (one
+    BatchNorm statistic for all four sets) and is trained with 3-class cross-entropy on
+    targets ``[0…, 1…, 2…, 2…]``; its objective reaches only D's parameters.
 Phase ``G0`` (trains G0)
-    reuses x̃0's graph from the D phase (G0 has not stepped since).  With D and G1 frozen:
+    backpropagates through x̃0 as the D phase made it (G0 has not stepped since).
     ``D([x0, x̃0, G1(x̃0)])`` gives the GAN logits of x̃0 (target class 1), the dual logits
-    of G1(x̃0) (target class 0) and φ(x0), φ(x̃0) for the perceptual term.
+    of G1(x̃0) (target class 0) and φ(x0), φ(x̃0) for the perceptual term; D and G1 only
+    pass the gradient on (and leave their BatchNorm statistics alone).
     l_G0 = CE(x̃0 → 1) + CE(G1(x̃0) → 0) + α‖r0‖₁ + β‖φ(x0) − φ(x̃0)‖₁.
 Phase ``G1`` (trains G1)
-    reuses x̃1's graph (G1 has not stepped since the D phase), and runs the dual pass
-    through the *current* G0 (which has just stepped, so nothing of G0 is reused).
+    the same for x̃1 (G1 has not stepped since the D phase), with the dual pass through
+    the *current* G0, which has just stepped.
     l_G1 = CE(x̃1 → 0) + CE(G0(x̃1) → 1) + α‖r1‖₁ + β‖φ(x1) − φ(x̃1)‖₁.
 
 Choices the paper leaves open, as Config options:
@@ -23,7 +24,7 @@ Choices the paper leaves open, as Config options:
 - ``dual_updates_other`` (default False): whether the dual path also steps the other
   transformer (wkcw's joint graph does; MingtaoGuo lets the gradient flow through but
   steps only the G being trained — our default).  When True, G1 steps in the G0 phase,
-  so x̃1 is recomputed in the G1 phase rather than reused.
+  so ``ctx.once`` makes x̃1 again in the G1 phase.
 - ``dual`` (default True): False is the paper's "without dual learning" ablation.
 - ``d_every`` / ``g_every``: the D:G ratio (1:1 is the consensus).
 - the perceptual tap φ is the discriminator's ``perceptual_layer`` (default: 3rd conv).
@@ -96,12 +97,8 @@ class DualSchedule(Schedule):
 
     def _run_d(self, ctx: Context) -> None:
         x0, x1 = ctx.batch["x0"]["image"], ctx.batch["x1"]["image"]
-        if self._d_prepares():
-            f0, f1 = self._fake(ctx, 0), self._fake(ctx, 1)
-        else:  # D and G phases run on different iterations: nothing to hand on, no graph needed
-            with torch.no_grad():
-                f0, f1 = ctx.nets.G0(x0), ctx.nets.G1(x1)
-        images = torch.cat([x0, x1, f0.out.detach(), f1.out.detach()])  # [B0 + B1 + B0 + B1, 3, H, W]
+        f0, f1 = self._fake(ctx, 0), self._fake(ctx, 1)
+        images = torch.cat([x0, x1, f0.out, f1.out])  # [B0 + B1 + B0 + B1, 3, H, W]
         ctx["d_logits"] = ctx.nets.D(images).logits  # [N, 3]
         ctx["d_target"] = torch.cat([
             _full(len(x0), CLASS_NO_ATTR, x0), _full(len(x1), CLASS_ATTR, x0),
@@ -126,8 +123,6 @@ class DualSchedule(Schedule):
         if self.config.dual:
             ctx["dual_logits"] = d.logits[2 * n :]
             ctx["dual_target"] = _full(n, 1 - target, x)  # back to the input's own class
-        if i == 0 and self.config.dual_updates_other:
-            ctx.pop("fake1", None)  # G1 steps in this phase: x̃1 must be recomputed in G1's
 
     # -- the algorithm ---------------------------------------------------------------------------
     def _g_losses(self) -> list:
@@ -137,21 +132,14 @@ class DualSchedule(Schedule):
         losses += [ResidualSparsity(), PerceptualL1(inputs={"real": "phi_real", "fake": "phi_fake"})]
         return losses
 
-    def _d_prepares(self) -> bool:
-        """Whether the D phase makes x̃0, x̃1 with gradient for the G phases: only when the
-        G phases run in every iteration the D phase runs in."""
-        return self.config.d_every % self.config.g_every == 0
-
     def phases(self) -> list[Phase]:
         c = self.config
-        same = self._d_prepares()
         g_provides = ("residual", "phi_real", "phi_fake", "gan_logits", "gan_target")
         if c.dual:
             g_provides += ("dual_logits", "dual_target")
         other = c.dual_updates_other and c.dual
         return [
             Phase("D", trains=("D",), run=self._run_d, provides=("d_logits", "d_target"), every=c.d_every,
-                  prepares=("G0", "G1") if same else (),
                   losses=[CrossEntropy(name="cls", inputs={"logits": "d_logits", "target": "d_target"})]),
             Phase("G0", trains=("G0", "G1") if other else ("G0",), run=lambda ctx: self._run_g(ctx, 0),
                   provides=g_provides, every=c.g_every, accepts_extra_losses=True, losses=self._g_losses()),
