@@ -19,8 +19,6 @@ _PARTS = [
     ("basic.generator", "gancore.builtins.basic:BasicGenerator", "generator"),
     ("basic.discriminator", "gancore.builtins.basic:BasicDiscriminator", "discriminator"),
     ("blobs", "gancore.builtins.blobs:Blobs", "data"),
-    ("synthfaces", "gancore.data.synthfaces:SynthFaces", "data"),
-    ("synthchairs", "gancore.data.synthchairs:SynthChairs", "data"),
     ("celeba", "gancore.data.readers:CelebA", "data"),
     ("utkface", "gancore.data.readers:UTKFace", "data"),
     ("multipie", "gancore.data.readers:MultiPIE", "data"),
@@ -35,9 +33,3 @@ def register_parts(register) -> None:  # noqa: ANN001 - the callback's type is d
     for name, target, kind in _PARTS:
         register(name, target, kind=kind)
 
-
-@hookimpl
-def register_commands(register) -> None:  # noqa: ANN001
-    from ..cli_data import configure_data, run_data
-
-    register("data", "Export or preview built-in and real datasets", configure_data, run_data)
