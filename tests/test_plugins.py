@@ -246,8 +246,29 @@ def test_unknown_part_of_a_known_but_missing_plugin_says_what_to_install() -> No
     host = PluginHost(entry_points=[])
     with pytest.raises(UnknownPart, match="pip install gancore-residual"):
         host.registry.get("residual.x")
-    with pytest.raises(UnknownPart, match="no loaded plugin provides parts named 'nosuch.*'"):
+    with pytest.raises(UnknownPart, match=r"no loaded plugin provides parts named 'nosuch\.\*'; by convention "
+                                          r"they come from the plugin 'nosuch': pip install gancore-nosuch"):
         host.registry.get("nosuch.part")
+
+
+def test_unprefixed_part_names_its_home_plugin_only_when_that_plugin_is_missing() -> None:
+    host = PluginHost(entry_points=[])  # built-ins only: they declare where synthfaces lives
+    with pytest.raises(UnknownPart, match=r"'synthfaces' comes from the plugin 'synth': pip install gancore-synth"):
+        host.registry.get("synthfaces", "data")
+    with pytest.raises(UnknownPart) as e:
+        host.registry.get("synthfacez", "data")  # not a declared name: no install hint, the known sources
+    assert "pip install" not in str(e.value) and "known data parts: blobs" in str(e.value)
+    synth = make_plugin("synth", [("synthfaces", "data")])
+    host = PluginHost(entry_points=[FakeEntryPoint("synth", synth)])
+    assert host.registry.get("synthfaces", "data").plugin == "synth"
+
+
+def test_malformed_part_homes_fail_the_plugin() -> None:
+    bad = make_plugin("bad")
+    bad.GANCORE_PART_HOMES = {"x": 1}
+    host = PluginHost(entry_points=[FakeEntryPoint("bad", bad)])
+    assert host.statuses["bad"].state == "failed"
+    assert "GANCORE_PART_HOMES must map part names to plugin names" in host.statuses["bad"].error
 
 
 # ---------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from ..hookspecs import hookimpl
 
+#: parts the core names (``data.source`` defaults to ``synthfaces``) that another plugin
+#: provides: without it installed, an unknown-part error says ``pip install gancore-synth``.
+GANCORE_PART_HOMES = {"synthfaces": "synth", "synthchairs": "synth"}
+
 _PARTS = [
     # name, target, kind
     ("l1", "gancore.builtins.losses:L1", "loss"),
