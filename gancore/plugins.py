@@ -8,6 +8,10 @@ Environment:
 
 - ``GANCORE_LOAD_PLUGINS=a,b`` loads only those entry points (empty: none but built-ins).
 - ``GANCORE_DISABLE_PLUGINS=a,b`` blocks those (so does ``gancore --disable NAME``).
+
+A plugin module may declare ``GANCORE_PART_HOMES = {"part": "plugin"}``: parts without a
+plugin prefix that it names (in defaults, recipes, docs) but another plugin provides, so
+that an unknown-part error can say which distribution to install (``gancore-<plugin>``).
 """
 
 from __future__ import annotations
@@ -131,6 +135,11 @@ class PluginHost:
                                          else "install a gancore release that supports it, or a matching plugin version")
             )
             return
+        homes = getattr(module, "GANCORE_PART_HOMES", {})
+        if not (isinstance(homes, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in homes.items())):
+            status.state = "failed"
+            status.error = f"GANCORE_PART_HOMES must map part names to plugin names (str → str), got {homes!r}"
+            return
         try:
             self.pm.register(module, name=name)
             self.pm.check_pending()  # a misspelt hook name is an error, not a silent no-op
@@ -138,6 +147,8 @@ class PluginHost:
             if self.pm.get_plugin(name) is not None:
                 self.pm.unregister(name=name)
             status.state, status.error = "failed", f"cannot register: {e}"
+            return
+        self.registry.homes.update(homes)
 
     def _collect(self) -> None:
         """Call each plugin's hooks, attributing every registration to its plugin."""

@@ -444,9 +444,9 @@ def resolve(recipe: Recipe, registry: Registry, source: str = "<recipe>") -> Res
         elif status and status.state in ("disabled", "skipped"):
             why = f"plugin {plugin!r} is installed but {status.state} (see GANCORE_LOAD_PLUGINS / --disable)"
         else:
-            from .registry import KNOWN_PLUGINS
+            from .registry import distribution_of
 
-            dist = KNOWN_PLUGINS.get(plugin, f"gancore-{plugin}")
+            dist = distribution_of(plugin)
             why = f"plugin {plugin!r} is not installed; pip install {dist}"
         problems.append(Problem(f"recipe.plugins[{i}]", why))
 

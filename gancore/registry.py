@@ -2,7 +2,10 @@
 
 Names are explicit (``"residual.transformer"``); there are no scopes and no fallbacks.
 A duplicate name is an error naming both owners, an unknown name is an error listing
-close names and the distribution that would provide it.  ``timm.<model>`` names are
+close names and the distribution that would provide it: by convention, parts named
+``X.*`` come from plugin ``X`` in distribution ``gancore-X`` (:func:`distribution_of`);
+a name without a prefix is looked up in :attr:`Registry.homes`, which loaded plugins fill
+(``GANCORE_PART_HOMES``, see :mod:`gancore.plugins`).  ``timm.<model>`` names are
 resolved on demand to timm backbones (for encoder and discriminator roles).
 """
 
@@ -13,18 +16,20 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PartSpec", "Registry", "RegistryError", "UnknownPart", "KINDS", "KNOWN_PLUGINS"]
+__all__ = ["PartSpec", "Registry", "RegistryError", "UnknownPart", "KINDS", "distribution_of"]
 
 #: every kind of part the registry files.
 KINDS = ("encoder", "generator", "discriminator", "network", "loss", "schedule", "data", "metric")
 
-#: plugin prefix → the distribution that provides it (for "did you pip install ...?").
-KNOWN_PLUGINS = {
-    "residual": "gancore-residual",
-    "caae": "gancore-caae",
-    "drgan": "gancore-drgan",
-    "tdgan": "gancore-tdgan",
-}
+def distribution_of(plugin: str) -> str:
+    """The distribution that provides plugin ``plugin`` (and parts named ``plugin.*``): ``gancore-<plugin>``."""
+    return f"gancore-{plugin}"
+
+
+def _install_hint(plugin: str, comes: str) -> str:
+    dist = distribution_of(plugin)
+    return (f"{comes} from the plugin {plugin!r}: pip install {dist} "
+            f"(if it is installed, see `gancore plugins` for why it is not loaded)")
 
 
 class RegistryError(ValueError):
@@ -86,6 +91,9 @@ class Registry:
 
     def __init__(self) -> None:
         self._parts: dict[str, PartSpec] = {}
+        #: part names without a plugin prefix → the plugin that provides them (for the
+        #: "pip install" hint when that plugin is missing), declared by loaded plugins.
+        self.homes: dict[str, str] = {}
 
     # -- filling --------------------------------------------------------------------------
     def add(self, spec: PartSpec) -> None:
@@ -144,12 +152,11 @@ class Registry:
             owners = ", ".join(f"{c!r} (plugin {self._parts[c].plugin!r})" for c in close)
             msg += f"; did you mean {owners}?"
         prefix = name.split(".", 1)[0]
+        home = self.homes.get(name)
         if "." in name and not any(p.startswith(prefix + ".") for p in self._parts):
-            dist = KNOWN_PLUGINS.get(prefix)
-            if dist:
-                msg += f"; parts named '{prefix}.*' come from the plugin {dist!r}: pip install {dist} (if it is installed, see `gancore plugins` for why it is not loaded)"
-            else:
-                msg += f"; no loaded plugin provides parts named '{prefix}.*' (see `gancore plugins`)"
+            msg += f"; no loaded plugin provides parts named '{prefix}.*'; " + _install_hint(prefix, "by convention they come")
+        elif home is not None and not any(s.plugin == home for s in self._parts.values()):
+            msg += f"; {name!r} " + _install_hint(home, "comes")
         elif not close and pool:
             msg += f"; known {what}s: {', '.join(sorted(pool)[:12])}{' ...' if len(pool) > 12 else ''}"
         return msg

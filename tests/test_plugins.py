@@ -246,8 +246,29 @@ def test_unknown_part_of_a_known_but_missing_plugin_says_what_to_install() -> No
     host = PluginHost(entry_points=[])
     with pytest.raises(UnknownPart, match="pip install gancore-residual"):
         host.registry.get("residual.x")
-    with pytest.raises(UnknownPart, match="no loaded plugin provides parts named 'nosuch.*'"):
+    with pytest.raises(UnknownPart, match=r"no loaded plugin provides parts named 'nosuch\.\*'; by convention "
+                                          r"they come from the plugin 'nosuch': pip install gancore-nosuch"):
         host.registry.get("nosuch.part")
+
+
+def test_unprefixed_part_names_its_home_plugin_only_when_that_plugin_is_missing() -> None:
+    host = PluginHost(entry_points=[])  # built-ins only: they declare where synthfaces lives
+    with pytest.raises(UnknownPart, match=r"'synthfaces' comes from the plugin 'synth': pip install gancore-synth"):
+        host.registry.get("synthfaces", "data")
+    with pytest.raises(UnknownPart) as e:
+        host.registry.get("synthfacez", "data")  # not a declared name: no install hint, the known sources
+    assert "pip install" not in str(e.value) and "known data parts: blobs" in str(e.value)
+    synth = make_plugin("synth", [("synthfaces", "data")])
+    host = PluginHost(entry_points=[FakeEntryPoint("synth", synth)])
+    assert host.registry.get("synthfaces", "data").plugin == "synth"
+
+
+def test_malformed_part_homes_fail_the_plugin() -> None:
+    bad = make_plugin("bad")
+    bad.GANCORE_PART_HOMES = {"x": 1}
+    host = PluginHost(entry_points=[FakeEntryPoint("bad", bad)])
+    assert host.statuses["bad"].state == "failed"
+    assert "GANCORE_PART_HOMES must map part names to plugin names" in host.statuses["bad"].error
 
 
 # ---------------------------------------------------------------------------------------
@@ -298,7 +319,7 @@ def test_cli_plugins_json_lists_the_builtin_plugin(capsys: pytest.CaptureFixture
     assert core["state"] == "loaded" and core["distribution"] == "gancore" and core["version"] == gancore.__version__
     assert {"l1", "tv", "adversarial"} <= set(core["parts"]["loss"])
     assert core["parts"]["schedule"] == ["alternating"] and "blobs" in core["parts"]["data"]
-    assert core["commands"] == ["data"]
+    assert core["commands"] == [] and "synthfaces" not in core["parts"]["data"]  # gancore-synth provides them
 
 
 def test_cli_plugins_reports_fakes_failures_and_disable(capsys: pytest.CaptureFixture, installed: Callable) -> None:

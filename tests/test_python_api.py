@@ -44,7 +44,7 @@ def test_own_part_example() -> None:
 
 def test_mixed_plugin_losses_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("gancore_residual")
-    pytest.importorskip("gancore.data.synthfaces")
+    pytest.importorskip("gancore_synth")
     block = next(b for b in _blocks() if "add_loss" in b)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "recipes").symlink_to(ROOT / "recipes")

@@ -183,9 +183,17 @@ def test_part_of_a_plugin_that_is_not_loaded_gives_pip_hint(basic_recipe, write_
     path = write_recipe(basic_recipe)
     registry = PluginHost(load_only=[]).registry
     assert only(errors(path, registry=registry)) == (
-        f"{path}: parts.G.use: unknown generator part 'residual.foo'; parts named 'residual.*' come from the "
-        f"plugin 'gancore-residual': pip install gancore-residual (if it is installed, see `gancore plugins` for "
-        f"why it is not loaded)")
+        f"{path}: parts.G.use: unknown generator part 'residual.foo'; no loaded plugin provides parts named "
+        f"'residual.*'; by convention they come from the plugin 'residual': pip install gancore-residual (if it "
+        f"is installed, see `gancore plugins` for why it is not loaded)")
+
+
+def test_synthetic_source_without_its_plugin_gives_pip_hint(basic_recipe, write_recipe, builtin_registry):
+    del basic_recipe["data"]  # the default source, synthfaces, comes from gancore-synth
+    path = write_recipe(basic_recipe)
+    assert only(errors(path, registry=builtin_registry)) == (
+        f"{path}: data.source: unknown data part 'synthfaces'; 'synthfaces' comes from the plugin 'synth': "
+        f"pip install gancore-synth (if it is installed, see `gancore plugins` for why it is not loaded)")
 
 
 def test_part_under_an_unknown_prefix(basic_recipe, write_recipe, builtin_registry):
@@ -193,7 +201,8 @@ def test_part_under_an_unknown_prefix(basic_recipe, write_recipe, builtin_regist
     path = write_recipe(basic_recipe)
     assert only(errors(path, registry=builtin_registry)) == (
         f"{path}: parts.G.use: unknown generator part 'zork.gen'; no loaded plugin provides parts named "
-        f"'zork.*' (see `gancore plugins`)")
+        f"'zork.*'; by convention they come from the plugin 'zork': pip install gancore-zork (if it is installed, "
+        f"see `gancore plugins` for why it is not loaded)")
 
 
 # ---------------------------------------------------------------------------------------

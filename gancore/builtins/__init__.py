@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from ..hookspecs import hookimpl
 
+#: parts the core names (``data.source`` defaults to ``synthfaces``) that another plugin
+#: provides: without it installed, an unknown-part error says ``pip install gancore-synth``.
+GANCORE_PART_HOMES = {"synthfaces": "synth", "synthchairs": "synth"}
+
 _PARTS = [
     # name, target, kind
     ("l1", "gancore.builtins.losses:L1", "loss"),
@@ -19,8 +23,6 @@ _PARTS = [
     ("basic.generator", "gancore.builtins.basic:BasicGenerator", "generator"),
     ("basic.discriminator", "gancore.builtins.basic:BasicDiscriminator", "discriminator"),
     ("blobs", "gancore.builtins.blobs:Blobs", "data"),
-    ("synthfaces", "gancore.data.synthfaces:SynthFaces", "data"),
-    ("synthchairs", "gancore.data.synthchairs:SynthChairs", "data"),
     ("celeba", "gancore.data.readers:CelebA", "data"),
     ("utkface", "gancore.data.readers:UTKFace", "data"),
     ("multipie", "gancore.data.readers:MultiPIE", "data"),
@@ -35,9 +37,3 @@ def register_parts(register) -> None:  # noqa: ANN001 - the callback's type is d
     for name, target, kind in _PARTS:
         register(name, target, kind=kind)
 
-
-@hookimpl
-def register_commands(register) -> None:  # noqa: ANN001
-    from ..cli_data import configure_data, run_data
-
-    register("data", "Export or preview built-in and real datasets", configure_data, run_data)

@@ -199,7 +199,7 @@ TINY = {
 @pytest.fixture(scope="module", autouse=True)
 def eager_renders():
     """Tiny test renders are faster eagerly than through synthfaces' one-off torch.compile."""
-    from gancore.data.render import set_render_backend
+    from gancore_synth.render import set_render_backend
 
     set_render_backend("eager")
     yield
@@ -275,7 +275,7 @@ def test_eval_metric_against_true_renders(tiny_run: Path) -> None:
 def _photo_with_face(path: Path, res: int = 96) -> tuple[int, int, int, int]:
     """A held-out synthfaces render pasted into a larger grey canvas; returns its box."""
     import numpy as np
-    from gancore.data.synthfaces import SynthFaces
+    from gancore_synth.synthfaces import SynthFaces
     from PIL import Image
 
     face = SynthFaces(profile="utkface", resolution=res, size=4, split="test").load([0])["image"][0]

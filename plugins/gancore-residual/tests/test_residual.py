@@ -253,7 +253,7 @@ def test_edit_metric_on_a_tiny_run(tiny_run: Path) -> None:
 
 def _synthetic_photo(path: Path) -> tuple[int, int, int, int]:
     """A synthfaces render (64 px) pasted into a 160x120 grey canvas; returns its box."""
-    from gancore.data.synthfaces import SynthFaces
+    from gancore_synth.synthfaces import SynthFaces
     from gancore.photo import save_image
 
     face = SynthFaces(resolution=64, split="test", size=4, supersample=1).load([0])["image"][0]

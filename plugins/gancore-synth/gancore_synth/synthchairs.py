@@ -20,7 +20,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from .base import DataConfig
+from gancore.data.base import DataConfig
 from .render import BOX, CYLINDER, Camera, Light, RenderOutput, SceneBuilder, render, rotation
 from .synthfaces import SynthSource, _coprime_stride, _key, uniform
 
@@ -84,7 +84,7 @@ def _chair_factors(seed: int, ids: Tensor) -> dict[str, Tensor]:
 class SynthChairs(SynthSource):
     """Procedural chairs × 31 azimuths × 2 elevations (see the module docstring).
 
-    Same methods as :class:`~gancore.data.synthfaces.SynthFaces`: ``labels()``,
+    Same methods as :class:`~gancore_synth.synthfaces.SynthFaces`: ``labels()``,
     ``load(indices)``, ``factors(indices)``, ``render(factors, masks=False)``; masks are
     named by :data:`CHAIR_PARTS`.
     """

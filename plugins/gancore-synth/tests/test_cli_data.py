@@ -36,3 +36,24 @@ def test_preview_writes_png(tmp_path: Path) -> None:
     assert cli.main(["data", "preview", "synthfaces", "--resolution", "16", "--out", str(out)]) == 0
     img = Image.open(out)
     assert img.width >= 16 * 8 and img.height > 16 * 4  # samples plus the factor sweeps
+
+
+def test_plugin_is_listed_with_its_sources_and_verb(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from gancore import plugins
+
+    monkeypatch.delenv("GANCORE_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("GANCORE_DISABLE_PLUGINS", raising=False)
+    plugins.reset()
+    try:
+        assert cli.main(["plugins", "--json"]) == 0
+        rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    finally:
+        plugins.reset()
+    synth = rows["synth"]
+    assert synth["state"] == "loaded" and synth["distribution"] == "gancore-synth"
+    assert synth["module"] == "gancore_synth.plugin"
+    assert synth["parts"] == {"data": ["synthfaces", "synthchairs"]} and synth["commands"] == ["data"]
+    assert "synthfaces" not in rows["gancore"]["parts"]["data"] and "data" not in rows["gancore"]["commands"]

@@ -2,8 +2,8 @@
 
 Used to eyeball the renders (``docs/img/synth*.png``)::
 
-    python -c "from gancore.data.synthfaces import SynthFaces; \
-        from gancore.data.preview import preview_grid; \
+    python -c "from gancore_synth.synthfaces import SynthFaces; \
+        from gancore_synth.preview import preview_grid; \
         preview_grid(SynthFaces(resolution=64), 'faces.png')"
 """
 
@@ -60,7 +60,7 @@ def preview_grid(source: Any, out_path: str | Path, samples: int = 16, columns: 
                  with_sweeps: bool = True) -> Path:
     """Save a PNG: ``samples`` samples, then (optionally) one row per factor sweep of sample ``index``.
 
-    :param source: a :class:`~gancore.data.synthfaces.SynthFaces` or ``SynthChairs``.
+    :param source: a :class:`~gancore_synth.synthfaces.SynthFaces` or ``SynthChairs``.
     :returns: the path written.
     """
     if samples < 0 or columns < 1:

@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from .base import DataConfig, DataError, DataSource
+from gancore.data.base import DataConfig, DataError, DataSource
 from .render import (
     BOX, CYLINDER, ELLIPSOID, Camera, Light, RenderOutput, SceneBuilder, compiled_stage, render, render_backend,
     rotation,
@@ -610,7 +610,7 @@ def _paint_skin_eager(bi: Tensor, point: Tensor, sub: Tensor, r_head: Tensor, po
     return sub * shade * (1 - 0.18 * blush[:, None] * torch.tensor([0.0, 1.0, 1.0], device=sub.device))
 
 
-#: compiled with the renderer's backend (see gancore.data.render.render_backend)
+#: compiled with the renderer's backend (see gancore_synth.render.render_backend)
 _paint_skin = compiled_stage("synthfaces.paint_skin", _paint_skin_eager)
 
 HEAD_POS = (0.0, 0.18, 0.0)

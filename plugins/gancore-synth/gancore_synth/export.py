@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import DataError, DataSource
-from .readers import CELEBA_ATTRIBUTES, MULTIPIE_CAMERAS
+from gancore.data.base import DataError, DataSource
+from gancore.data.readers import CELEBA_ATTRIBUTES, MULTIPIE_CAMERAS
 
 __all__ = ["export", "ExportResult", "FORMATS"]
 

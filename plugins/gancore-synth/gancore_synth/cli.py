@@ -47,12 +47,12 @@ def run_data(args: argparse.Namespace) -> int:
             print(f"gancore data: {'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
         return 2
     if args.data_cmd == "export":
-        from .data.export import export
+        from .export import export
 
         result = export(source, args.format, args.n, args.out, args.resolution, overwrite=args.overwrite)
         print(result.summary())
         return 0
-    from .data.preview import preview_grid
+    from .preview import preview_grid
 
     preview_grid(source, args.out)
     print(f"wrote {args.out}")

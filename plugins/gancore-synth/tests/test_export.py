@@ -11,7 +11,7 @@ import torch
 from pydantic import Field
 
 from gancore.data.base import DataConfig, DataError, DataSource
-from gancore.data.export import FORMATS, export
+from gancore_synth.export import FORMATS, export
 from gancore.data.readers import CFP, CelebA, Chairs3D, Folder, MultiPIE, UTKFace, age_group
 
 
@@ -200,10 +200,10 @@ def test_formats_listed():
     assert set(FORMATS) == {"celeba", "utkface", "multipie", "cfp", "chairs3d", "folder"}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gancore.data.synthfaces") is None, reason="synthfaces not built")
+@pytest.mark.skipif(importlib.util.find_spec("gancore_synth.synthfaces") is None, reason="synthfaces not built")
 @pytest.mark.parametrize("fmt", ["celeba", "utkface", "multipie"])
 def test_synthfaces_round_trip(tmp_path, fmt):
-    from gancore.data.synthfaces import SynthFaces
+    from gancore_synth.synthfaces import SynthFaces
 
     profile = {"celeba": "celeba", "utkface": "utkface", "multipie": "multipie"}[fmt]
     src = SynthFaces(profile=profile, resolution=16, size=6, supersample=1)
