@@ -11,6 +11,7 @@ Public API::
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .hookspecs import hookimpl
@@ -83,3 +84,15 @@ def load_run(run_dir: Any, checkpoint: Any = None) -> Any:
     from .runs import load_run as _load
 
     return _load(run_dir, checkpoint)
+
+
+def _drop_cuda_home_warning(record: logging.LogRecord) -> bool:
+    """torch.compile's CPU code generation imports ``torch.utils.cpp_extension``, which warns
+    ``No CUDA runtime is found, using CUDA_HOME=...`` on a machine that has a CUDA toolkit
+    but no usable GPU.  On CPU that is harmless and says nothing about the run, so gancore
+    drops exactly this record (every other torch message is kept)."""
+    return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+logging.getLogger("torch.utils.cpp_extension").addFilter(_drop_cuda_home_warning)
+

@@ -2,7 +2,7 @@
 
     gancore run RECIPE [--set key=value ...] [--resume]
     gancore validate RECIPE [--set ...]        gancore schema
-    gancore eval RUN_DIR                        gancore plugins [--json]
+    gancore eval RUN_DIR [--json]               gancore plugins [--json]
     gancore parts [--kind K] [--json]           gancore new-plugin NAME --dir PATH
     gancore data export|preview ...             + verbs added by plugins (edit, age, ...)
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -52,9 +53,10 @@ def build_parser(host: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the JSON Schema of recipes")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("eval", help="evaluate a trained run; writes RUN/eval.json")
+    p = sub.add_parser("eval", help="evaluate a trained run: a table; writes RUN/eval.json and RUN/eval.md")
     p.add_argument("run", type=Path)
     p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--json", action="store_true", help="print the raw results as JSON instead of the table")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("plugins", help="list installed plugins and what they registered")
@@ -127,6 +129,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import gancore
 
+    from .metrics import format_report
     from .runs import load_run
 
     run = load_run(args.run, args.checkpoint)
@@ -139,13 +142,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
             results[spec.name] = metric.compute(run)
     if not applied:
         return _fail(f"no installed metric evaluates runs of schedule {run.schedule_name!r}")
-    out = run.dir / "eval.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out)
-    print(json.dumps(results, indent=2))
-    print(f"wrote {out}", file=sys.stderr)
+    out_json, out_md = run.dir / "eval.json", run.dir / "eval.md"
+    _write_atomic(out_json, json.dumps(results, indent=2) + "\n")
+    _write_atomic(out_md, format_report(results, markdown=True, base=run.dir))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_report(results), end="")
+    print(f"wrote {out_json} and {out_md}", file=sys.stderr)
     return 0
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -168,6 +179,30 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+_ROLE = re.compile(r":[\w.-]+(?::[\w.-]+)?:`([^`]*)`")     # :class:`Foo`, :py:func:`~a.b`
+_LITERAL = re.compile(r"``(.+?)``")                           # ``logits``
+_EMPHASIS = re.compile(r"(?<![\w*])\*{1,2}(?=\S)(.+?)(?<=\S)\*{1,2}(?![\w*])")   # *x*, **x**
+_INTERPRETED = re.compile(r"(?<![\w`])`([^`]+)`(?![\w`])")       # `x`
+
+
+def _role_text(m: re.Match) -> str:
+    text = m.group(1)
+    named = re.fullmatch(r"(.*?)\s*<[^>]*>", text)  # `title <target>` shows the title
+    if named:
+        return named.group(1)
+    return text[1:].rsplit(".", 1)[-1] if text.startswith("~") else text
+
+
+def plain_text(text: str) -> str:
+    """A docstring line without its reST markup, for a terminal: double-backquoted literals,
+    roles (``:class:`~a.B``` shows ``B``), interpreted text and emphasis become plain words."""
+    text = _ROLE.sub(_role_text, text)
+    text = _LITERAL.sub(r"\1", text)
+    text = _INTERPRETED.sub(r"\1", text)
+    text = _EMPHASIS.sub(r"\1", text)
+    return re.sub(r"::$", ":", text)
+
+
 def cmd_parts(args: argparse.Namespace) -> int:
     from .plugins import get_host
 
@@ -176,7 +211,7 @@ def cmd_parts(args: argparse.Namespace) -> int:
     for spec in host.registry.list(args.kind):
         try:
             schema = spec.config_cls.model_json_schema()
-            summary = spec.summary()
+            summary = plain_text(spec.summary())
         except Exception as e:  # a lazily named part whose module is broken: report, keep listing
             schema, summary = None, f"(cannot load: {e})"
         rows.append({"name": spec.name, "kind": spec.kind, "plugin": spec.plugin, "summary": summary,
@@ -204,6 +239,37 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``gancore`` command; returns its exit code.
+
+    When stdout is closed early by its reader (``gancore parts | head -3``), the command
+    ends quietly, as Unix tools do, with exit code 141 (128 + SIGPIPE): no traceback and no
+    "Exception ignored ... BrokenPipeError" line at interpreter exit.
+    """
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit:  # argparse after --help/--version or a usage error
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so the interpreter's final flush of what is still
+    buffered cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured)
+        pass
+
+
+def _main(argv: list[str] | None) -> int:
     from . import plugins
     from .checkpoint import CheckpointError
     from .data.base import DataError
@@ -237,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"gancore {args.command}: training stopped: {e}", 1)
     except KeyboardInterrupt:
         return _fail("interrupted; the last checkpoint is kept (continue with --resume)", 130)
+    except BrokenPipeError:
+        raise  # stdout was closed by its reader: main() ends quietly
     except Exception as e:
         if os.environ.get("GANCORE_DEBUG"):
             traceback.print_exc()

@@ -121,6 +121,14 @@ def _aging_fn(run: Any, group: int, gender: int | None, residual: bool) -> Any:
     return fn
 
 
+def _print_faces(faces: Any, line: str) -> None:
+    """One line per face naming the box it used, as ``gancore edit`` does (``x,y,w,h``, what
+    ``--box`` takes); ``line`` has ``{face}`` and ``{row}`` fields."""
+    for row, face in enumerate(faces, 1):
+        x, y, w, h = face.box
+        print(line.format(face=f"the face at {x},{y},{w},{h} ({face.source})", row=row))
+
+
 def run_age(args: argparse.Namespace) -> int:
     """The verb: returns 0, or 2 with a one-line message on stderr."""
     from gancore.photo import PhotoError, apply_to_photo, save_image
@@ -139,13 +147,17 @@ def run_age(args: argparse.Namespace) -> int:
         if args.age is not None:
             g = group_of_age(args.age)
             fn = _aging_fn(run, g, args.gender, residual=args.paste == "residual")
-            res = apply_to_photo(args.photo, fn, R, out_path=args.out, box=args.box, all_faces=args.all_faces, mode="replace")
-            print(f"aged {len(res.faces)} face(s) to group {GROUP_NAMES[g]} (age {args.age:g}); wrote {res.out_path}")
+            # residual: add only the change to the photo (its own detail stays); replace: paste the output
+            res = apply_to_photo(args.photo, fn, R, out_path=args.out, box=args.box, all_faces=args.all_faces,
+                                 mode=args.paste)
+            _print_faces(res.faces, f"aged {{face}} to {GROUP_NAMES[g]} (age {args.age:g}, paste {args.paste})")
+            print(f"wrote {res.out_path}")
             return 0
         res = apply_to_photo(args.photo, lambda c: c, R, out_path=None, box=args.box, all_faces=args.all_faces)
         strip = age_strip(run, res.crops, groups, _gender(run, args.gender, len(res.crops)))
         path = save_image(strip, args.out)
         names = ", ".join(GROUP_NAMES[g] for g in groups)
+        _print_faces(res.faces, "strip row {row}: {face}")
         print(f"wrote {path}: {len(res.faces)} face(s) x [input, {names}]")
         return 0
     except (AgeError, PhotoError) as e:
