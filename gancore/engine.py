@@ -397,10 +397,9 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
                     grad_on[role] = role in ledger.iteration
                     for p in trainable[role]:
                         p.requires_grad_(grad_on[role])
-            for j, phase in enumerate(due):
+            for phase in due:
                 ledger.begin_phase(phase)
                 params = [p for r in phase.trains for p in trainable[r]]
-                later = j < len(due) - 1
                 pushed = False
                 for i, ctx in enumerate(micro):
                     ctx.phase = phase.name
@@ -413,7 +412,10 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
                         scaled = total / k if k > 1 else total
                         if scaler is not None:
                             scaled = scaler.scale(scaled)
-                        scaled.backward(inputs=params, retain_graph=later and ctx.shared_graphs())
+                        # No retain_graph: a backward into this phase's roles only runs through a
+                        # shared result's graph when a network that made it is trained here, and
+                        # then that network steps and the result is made again when next asked.
+                        scaled.backward(inputs=params)
                         pushed = True
                         del scaled
                     for name, value in parts.items():

@@ -363,11 +363,6 @@ class Context(MutableMapping):
         self._local.clear()
         self.phase = ""
 
-    def shared_graphs(self) -> bool:
-        """Whether a shared result still holds a graph a later phase may backpropagate."""
-        return any(e.result is not None and any(isinstance(t, torch.Tensor) and t.requires_grad
-                                                for t in _tensors(e.result)) for e in self._shared.values())
-
     # -- mapping: what loss terms read ----------------------------------------------------
     def __getitem__(self, key: str) -> Any:
         if key in self._local:
@@ -398,12 +393,6 @@ class Context(MutableMapping):
 
     def __repr__(self) -> str:
         return f"Context(step={self.step}, phase={self.phase!r}, keys={sorted(self)})"
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    found: list[torch.Tensor] = []
-    map_tensors(obj, lambda t: found.append(t) or t)
-    return found
 
 
 class Schedule:

@@ -165,7 +165,7 @@ def test_parts_summaries_have_no_rest_markup(capsys: pytest.CaptureFixture) -> N
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GANCORE_")}
-    env.update(GANCORE_LOAD_PLUGINS="", PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", **extra)
+    env.update({"GANCORE_LOAD_PLUGINS": "", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", **extra})
     return env
 
 
@@ -173,7 +173,8 @@ def _env(**extra: str) -> dict[str, str]:
 def test_closed_stdout_ends_quietly(args: list[str]) -> None:
     """``gancore parts | head -3``: the reader goes away; no BrokenPipeError line, exit 141.
     The read end is closed before the command writes, so every write hits the closed pipe."""
-    proc = subprocess.Popen([sys.executable, "-m", "gancore", *args], cwd=ROOT, env=_env(),
+    env = _env(GANCORE_LOAD_PLUGINS="synth")  # basic-gan.toml trains on synthfaces
+    proc = subprocess.Popen([sys.executable, "-m", "gancore", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()
     err = proc.stderr.read()
