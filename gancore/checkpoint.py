@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["save_checkpoint", "latest_checkpoint", "list_checkpoints", "load_weights", "load_checkpoint",
-           "CheckpointError", "rng_state", "set_rng_state"]
+__all__ = ["save_checkpoint", "latest_checkpoint", "latest_readable_checkpoint", "check_readable",
+           "list_checkpoints", "load_weights", "load_checkpoint", "CheckpointError", "rng_state", "set_rng_state"]
 
 
 class CheckpointError(RuntimeError):
@@ -77,6 +77,38 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
+
+
+def check_readable(ckpt: Path) -> None:
+    """Raise :class:`CheckpointError` (naming the file) unless ``ckpt``'s state, weights header,
+    optimizer and RNG files can be read."""
+    from safetensors import safe_open
+
+    read_state(ckpt)
+    weights = Path(ckpt) / "model.safetensors"
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            f.keys()
+    except Exception as e:  # safetensors raises its own error types for a bad header
+        raise CheckpointError(f"{weights} cannot be read ({type(e).__name__}: {e})") from None
+    for name in ("optim.pt", "rng.pt"):
+        path = Path(ckpt) / name
+        if not path.is_file() or path.stat().st_size == 0:
+            raise CheckpointError(f"{path} is missing or empty")
+
+
+def latest_readable_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint that can be read, and a note for each newer one that cannot
+    (a kill mid-write leaves none, but a disk error or a copy cut short can)."""
+    notes = []
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        try:
+            check_readable(ckpt)
+        except CheckpointError as e:
+            notes.append(f"skipping unreadable checkpoint {ckpt.name}: {e}")
+            continue
+        return ckpt, notes
+    return None, notes
 
 
 def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], optims: dict[str, Any],
@@ -128,17 +160,31 @@ def load_weights(ckpt: Path, nets: dict[str, torch.nn.Module], strict: bool = Tr
     path = Path(ckpt) / "model.safetensors"
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: not a gancore checkpoint folder")
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors' own error types for a corrupt header or a cut file
+        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
     for role, net in nets.items():
         prefix = f"{role}."
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if not sd and strict:
             raise CheckpointError(f"checkpoint {ckpt} has no weights for role {role!r}")
-        try:
-            net.load_state_dict(sd, strict=strict)
-        except RuntimeError as e:
+        problems = _mismatches(net, sd) if strict else []
+        if problems:
+            shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
             raise CheckpointError(f"weights of role {role!r} in {ckpt} do not fit the network built from the "
-                                  f"recipe: {str(e).splitlines()[0]}") from None
+                                  f"recipe ({type(net).__name__}):\n  {shown}")
+        net.load_state_dict(sd, strict=strict)
+
+
+def _mismatches(net: torch.nn.Module, saved: dict[str, torch.Tensor]) -> list[str]:
+    """Each tensor name that is missing, unexpected, or of another shape, with the shapes."""
+    own = net.state_dict()
+    out = [f"missing in the checkpoint: {k} {list(v.shape)}" for k, v in own.items() if k not in saved]
+    out += [f"not in the network: {k} {list(v.shape)}" for k, v in saved.items() if k not in own]
+    out += [f"shape of {k}: checkpoint {list(saved[k].shape)}, network {list(v.shape)}"
+            for k, v in own.items() if k in saved and saved[k].shape != v.shape]
+    return out
 
 
 def load_checkpoint(ckpt: Path, nets: dict[str, torch.nn.Module], optims: dict[str, Any], rank: int = 0,
@@ -147,7 +193,10 @@ def load_checkpoint(ckpt: Path, nets: dict[str, torch.nn.Module], optims: dict[s
     (with ``rng_note`` set when the checkpoint was written by a different number of processes)."""
     state = read_state(ckpt)
     load_weights(ckpt, nets)
-    opt_states = torch.load(Path(ckpt) / "optim.pt", map_location="cpu", weights_only=True)
+    try:
+        opt_states = torch.load(Path(ckpt) / "optim.pt", map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{Path(ckpt) / 'optim.pt'} cannot be read ({type(e).__name__}: {e})") from None
     for role, opt in optims.items():
         opt.load_state_dict(opt_states[role])
     saved = torch.load(Path(ckpt) / "rng.pt", map_location="cpu", weights_only=True)

@@ -46,8 +46,10 @@ def build_parser(host: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="check a recipe and print it fully resolved")
+    p = sub.add_parser("validate", help="check a recipe, print it fully resolved, and try one training step")
     _recipe_args(p)
+    p.add_argument("--no-dry-run", action="store_true",
+                   help="check the recipe only; skip the one-step dry run on 2 samples (CPU, seconds)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("schema", help="print the JSON Schema of recipes")
@@ -64,6 +66,8 @@ def build_parser(host: Any) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("parts", help="list registered parts with their owner and config schema")
+    p.add_argument("--details", metavar="NAME",
+                   help="describe one part: a schedule's roles and calls, streams, phases, tensors and default terms")
     from .registry import KINDS
 
     p.add_argument("--kind", choices=list(KINDS))
@@ -116,6 +120,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     resolved = load_recipe(args.recipe, args.overrides)
     print(json.dumps(resolved.as_dict(), indent=2))
+    if args.no_dry_run:
+        return 0
+    from .engine import dry_run
+
+    # a short-lived process: render synthetic test images eagerly rather than compile the renderer
+    os.environ.setdefault("GANCORE_RENDER_COMPILE", "0")
+    seconds = dry_run(resolved)
+    print(f"dry run: one training step of every phase on 2 samples per stream (CPU): ok ({seconds:.1f} s)",
+          file=sys.stderr)
     return 0
 
 
@@ -207,6 +220,12 @@ def cmd_parts(args: argparse.Namespace) -> int:
     from .plugins import get_host
 
     host = get_host()
+    if args.details:
+        from .describe import part_details
+
+        spec = host.registry.get(args.details, args.kind)
+        print(part_details(spec))
+        return 0
     rows = []
     for spec in host.registry.list(args.kind):
         try:
@@ -276,7 +295,9 @@ def _main(argv: list[str] | None) -> int:
     from .engine import TrainingError
     from .recipe import RecipeError
     from .registry import RegistryError
+    from .losses import LossError
     from .runs import RunError
+    from .schedule import PartError, StaleResult
 
     argv = list(sys.argv[1:] if argv is None else argv)
     # --disable must act before any plugin is imported, so read it before parsing.
@@ -297,7 +318,7 @@ def _main(argv: list[str] | None) -> int:
         return int(args.func(args) or 0)
     except RecipeError as e:
         return _fail(str(e))
-    except (RunError, RegistryError, DataError, CheckpointError) as e:
+    except (RunError, RegistryError, DataError, CheckpointError, PartError, LossError, StaleResult) as e:
         return _fail(f"gancore {args.command}: {e}")
     except TrainingError as e:
         return _fail(f"gancore {args.command}: training stopped: {e}", 1)

@@ -32,14 +32,15 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, read_state, rng_state, save_checkpoint
+from .checkpoint import (latest_checkpoint, latest_readable_checkpoint, load_checkpoint, load_weights, read_state,
+                         rng_state, save_checkpoint)
 from .data.base import BatchPlan, DataError, DataSource, PartialLabels
 from .losses import LossSum
 from .recipe import Resolved
-from .schedule import Context, Ledger, Phase
+from .schedule import Context, Ledger, PartError, Phase
 
-__all__ = ["train", "TrainingError", "RunExists", "make_accelerator", "build_nets", "heldout_batch", "save_grid",
-           "LossScale"]
+__all__ = ["train", "dry_run", "TrainingError", "RunExists", "make_accelerator", "build_nets", "heldout_batch",
+           "save_grid", "LossScale"]
 
 
 class TrainingError(RuntimeError):
@@ -86,7 +87,38 @@ def make_accelerator(resolved: Resolved, run_dir: Path) -> Any:
 
 
 def build_nets(resolved: Resolved, info: Any) -> dict[str, nn.Module]:
-    return {role: spec.build(cfg, info=info) for role, (spec, cfg) in resolved.parts.items()}
+    """Every role's network, built for the data; a part that cannot be is a :class:`PartError`."""
+    nets = {}
+    for role, (spec, cfg) in resolved.parts.items():
+        try:
+            nets[role] = spec.build(cfg, info=info)
+        except (ValueError, TypeError, KeyError) as e:
+            text = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise PartError(f"parts.{role} ({spec.name}) cannot be built for this data ({info.resolution} px, "
+                            f"{info.channels} channels): {text}") from e
+    return nets
+
+
+def dry_run(resolved: Resolved) -> float:
+    """One training step of every phase on 2 samples per stream (2 groups for a grouped
+    stream), on the CPU in full precision, in a temporary folder that is then deleted, with
+    a sample grid and a checkpoint at the end: it fails exactly where ``gancore run`` would
+    fail in its first step (a part that cannot be built, a call a part's forward does not
+    take, a loss term whose inputs do not fit).  Returns the seconds it took."""
+    import tempfile
+
+    from .recipe import load_recipe
+
+    data = resolved.as_dict()
+    with tempfile.TemporaryDirectory(prefix="gancore-dry-run-") as tmp:
+        data["train"].update(steps=1, batch_size=2, grad_accum=1, device="cpu", precision="no", compile=False,
+                             log_every=1, stream_batch_size={s: 2 for s in resolved.schedule.streams()})
+        data["output"].update(dir=tmp, sample_every=1, checkpoint_every=1, num_samples=2, tensorboard=False)
+        if "cache" in type(resolved.data_config).model_fields:
+            data["data"]["cache"] = None  # never write test renders into a user's cache
+        began = time.perf_counter()
+        train(load_recipe(data), progress=False)
+        return time.perf_counter() - began
 
 
 def _source(resolved: Resolved, split: str | None = None) -> DataSource:
@@ -211,6 +243,12 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
 
     # -- where we start -------------------------------------------------------------------
     ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None and resume:  # continue from the newest checkpoint that can be read
+        ckpt, notes = latest_readable_checkpoint(run_dir)
+        for note in notes if _process_index() == 0 else []:
+            print(f"note: {note}", file=sys.stderr)
+        if ckpt is None:
+            raise TrainingError(f"cannot resume {run_dir}: none of its checkpoints can be read ({'; '.join(notes)})")
     if ckpt is not None and overwrite:
         acc_probe = _process_index()
         if acc_probe == 0:
@@ -302,6 +340,7 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
              "info": {"resolution": info.resolution, "channels": info.channels, "label_classes": info.label_classes}}
 
     def save(step: int) -> None:
+        write_data_report()
         acc.wait_for_everyone()
         if world > 1:
             _average_buffers(plain, world)  # every process saves and continues with the same statistics
@@ -311,6 +350,15 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
             if scaler is not None:
                 extra["loss_scale"] = scaler.state_dict()
             save_checkpoint(run_dir, step, plain, optims, {**state, **extra}, out.keep_last, rng=rng)
+
+    def write_data_report() -> dict[str, Any]:
+        """Unreadable and converted images so far (this process's share), into the run folder."""
+        report = source.report()
+        if main and report:
+            tmp = run_dir / "data_report.json.tmp"
+            tmp.write_text(json.dumps(report, indent=2))
+            os.replace(tmp, run_dir / "data_report.json")
+        return report
 
     def sample(step: int) -> None:
         if not main:
@@ -488,6 +536,11 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
             bar.close()
         if tb:
             acc.end_training()
+    report = write_data_report()
+    if main and report.get("skipped"):
+        print(f"data: skipped {report['skipped']} of {report['files']} files as unreadable (their samples were "
+              f"replaced by the next readable ones; details in {run_dir / 'data_report.json'}):\n"
+              f"{report['summary']}", file=sys.stderr)
     acc.wait_for_everyone()
     return run_dir
 

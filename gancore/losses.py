@@ -24,7 +24,7 @@ from torch import nn
 
 from .parts import Config, make_config
 
-__all__ = ["LossTerm", "LossSum", "LossConfig", "MissingTensor"]
+__all__ = ["LossTerm", "LossSum", "LossConfig", "MissingTensor", "LossError"]
 
 
 class MissingTensor(KeyError):
@@ -32,6 +32,11 @@ class MissingTensor(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
+
+
+class LossError(ValueError):
+    """A loss term could not be computed from the tensors it read; the message names the term,
+    what it read and the phase."""
 
 
 class LossConfig(Config):
@@ -97,8 +102,35 @@ class LossTerm(nn.Module):
             out[mine] = ctx[theirs]
         return out
 
+    def checked_compute(self, ctx: Mapping[str, Any]) -> torch.Tensor:
+        """``compute`` on what the term reads from ``ctx``; a failure or a non-scalar result
+        is a :class:`LossError` naming the term, its inputs and the phase."""
+        from .schedule import describe
+
+        tensors = self.gather(ctx)
+        try:
+            value = self.compute(**tensors)
+        except (TypeError, ValueError, RuntimeError, IndexError) as e:
+            if isinstance(e, LossError):
+                raise
+            raise LossError(f"{self._where(ctx)} cannot be computed from its inputs "
+                            f"({self._shown(tensors)}): {type(e).__name__}: {e}") from e
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            raise LossError(f"{self._where(ctx)} returned {describe(value)}, not a scalar tensor "
+                            f"(inputs: {self._shown(tensors)})")
+        return value
+
+    def _where(self, ctx: Mapping[str, Any]) -> str:
+        phase = getattr(ctx, "phase", "")
+        return f"loss {self.name!r} ({type(self).__name__})" + (f" in phase {phase!r}" if phase else "")
+
+    def _shown(self, tensors: dict[str, Any]) -> str:
+        from .schedule import describe
+
+        return ", ".join(f"{mine} = {self.sources[mine]!r}: {describe(v)}" for mine, v in tensors.items())
+
     def forward(self, ctx: Mapping[str, Any], step: int = 0) -> torch.Tensor:
-        return self.weight_at(step) * self.compute(**self.gather(ctx))
+        return self.weight_at(step) * self.checked_compute(ctx)
 
     def evaluate(self, ctx: Mapping[str, Any], step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return LossSum([self]).evaluate(ctx, step)
@@ -152,7 +184,7 @@ class LossSum(nn.Module):
             w = term.weight_at(step)
             if w == 0.0:
                 continue
-            value = w * term.compute(**term.gather(ctx))
+            value = w * term.checked_compute(ctx)
             parts[term.name] = value
             total = value if total is None else total + value
         if total is None:

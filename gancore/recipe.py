@@ -547,16 +547,24 @@ def resolve(recipe: Recipe, registry: Registry, source: str = "<recipe>") -> Res
                     continue
                 if matches:  # override the schedule's default term
                     j = matches[0]
-                    merged = {**terms[j].config.model_dump(exclude_defaults=True), **given}
-                    new = _validate_config(type(terms[j]), merged, key, problems)
+                    old = terms[j]
+                    if type(old) is cls:  # same term: the recipe's keys change the default's
+                        merged = {**old.config.model_dump(exclude_defaults=True), **given}
+                    else:  # another term under the default's name replaces it, reading what it read
+                        merged = dict(given)
+                        carried = {r: src for r, src in old.config.inputs.items() if r in cls.reads}
+                        if "inputs" not in given and carried:
+                            merged["inputs"] = carried
+                        merged.setdefault("name", old.name)
+                    new = _validate_config(cls, merged, key, problems)
                     if new is None:
                         continue
                     try:
-                        term = type(terms[j])(new)
+                        term = cls(new)
                     except (ValueError, TypeError) as e:
                         problems.append(Problem(key, str(e)))
                         continue
-                    term.default_name = terms[j].default_name
+                    term.default_name = old.default_name if type(old) is cls else spec.name
                     if _reads_ok(term, term.name, phase, provides[phase], key, problems):
                         terms[j] = term
                     continue

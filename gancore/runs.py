@@ -4,6 +4,7 @@ for applying the model (``gancore eval``, ``gancore edit`` …)."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, latest_checkpoint, load_weights, read_state
+from .checkpoint import CheckpointError, latest_checkpoint, latest_readable_checkpoint, load_weights, read_state
 from .data.base import DataSource
 from .parts import DataInfo
 from .recipe import Resolved, load_recipe
@@ -68,7 +69,14 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, sched
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise RunError(f"no run folder at {run_dir}")
+    notes: list[str] = []
     ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    if ckpt is not None and not checkpoint:  # the newest one that can be read, saying so
+        ckpt, notes = latest_readable_checkpoint(run_dir)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        if ckpt is None:
+            raise RunError(f"none of the checkpoints of {run_dir} can be read: {'; '.join(notes)}")
     if ckpt is None:
         what = "a run folder without checkpoints (training has not saved one yet)" if (run_dir / "recipe.json").exists() \
             else "not a gancore run folder (no checkpoints/ and no recipe.json)"

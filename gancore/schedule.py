@@ -46,7 +46,8 @@ from torch.nn.modules.batchnorm import _NormBase
 from .losses import LossTerm
 from .parts import Config, DataInfo, make_config
 
-__all__ = ["Phase", "Stream", "Schedule", "Context", "Nets", "Ledger", "StaleResult", "ROLE_KINDS"]
+__all__ = ["Phase", "Stream", "Schedule", "Context", "Nets", "Ledger", "StaleResult", "PartError", "ROLE_KINDS",
+           "describe"]
 
 #: the kinds a schedule may ask for as a role.
 ROLE_KINDS = ("encoder", "generator", "discriminator", "network")
@@ -54,6 +55,22 @@ ROLE_KINDS = ("encoder", "generator", "discriminator", "network")
 
 class StaleResult(RuntimeError):
     """A forward result was backpropagated after the network that made it had stepped."""
+
+
+class PartError(ValueError):
+    """A part cannot be built for the data, or does not accept what the schedule passes it."""
+
+
+def describe(obj: Any) -> str:
+    """A short description of a value for error messages: ``Tensor[2, 3, 64, 64] float32``."""
+    if isinstance(obj, torch.Tensor):
+        return f"Tensor[{', '.join(map(str, obj.shape))}] {str(obj.dtype).removeprefix('torch.')}"
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        inner = f" (first: {describe(obj[0])})" if obj else ""
+        return f"{type(obj).__name__} of {len(obj)}{inner}"
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return repr(obj)
+    return type(obj).__name__
 
 
 @dataclass(frozen=True)
@@ -219,7 +236,18 @@ class _Net:
             frame.add(role)
         shared = bool(ctx._frames)  # making a ctx.once result: the network's training forward
         ledger.track_stats(role, role in ledger.stats or (shared and role in ledger.iteration))
-        out = ledger.wrapped[role](*args, **kwargs)
+        try:
+            out = ledger.wrapped[role](*args, **kwargs)
+        except (TypeError, ValueError, RuntimeError, IndexError) as e:
+            if isinstance(e, (PartError, StaleResult)):
+                raise
+            module = ledger.plain[role]
+            shown = ", ".join([describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in kwargs.items()])
+            raise PartError(
+                f"phase {ctx.phase or '?'!r} called role {role!r} ({type(module).__name__}) as {role}({shown}), "
+                f"which failed: {type(e).__name__}: {e}. Does the part's forward take what this schedule passes "
+                f"(see `gancore parts --kind schedule --details`)?"
+            ) from e
         version, made_in, step = ledger.versions[role], ledger.phase, ctx.step
 
         def check() -> None:
@@ -402,6 +430,9 @@ class Schedule:
     kind: ClassVar[str] = "schedule"
     #: role name → kind of part it takes (one of :data:`ROLE_KINDS`).
     roles: ClassVar[dict[str, str]] = {}
+    #: role name → how the schedule calls it, for part authors (``gancore parts --details``):
+    #: e.g. ``"G(z [B, z_dim], label [B] | None) -> image [B, C, R, R]"``.
+    calls: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         self.config = make_config(type(self), config, overrides)
@@ -428,3 +459,29 @@ class Schedule:
     def sample(self, nets: Mapping[str, nn.Module], batch: dict[str, dict[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
         """Rows of the sample grid: ``[(label, images [N, C, H, W] in [-1, 1]), ...]``."""
         return []
+
+    def describe(self) -> dict[str, Any]:
+        """What the schedule does, as data (its roles and how it calls them, streams, phases,
+        the tensors each phase provides and its default loss terms): ``gancore parts
+        --kind schedule --details NAME`` prints it, docs/schedules.md is generated from it."""
+        def term(t: LossTerm) -> dict[str, Any]:
+            c = t.config
+            extra = {k: v for k, v in c.model_dump(mode="json").items()
+                     if k not in ("weight", "start", "ramp", "inputs", "name")}
+            return {"name": t.name, "class": type(t).__name__, "reads": t.sources, "weight": c.weight,
+                    "start": c.start, "ramp": c.ramp, "options": extra}
+
+        def stream(st: Stream) -> dict[str, Any]:
+            return {"where": dict(st.where), "batch_size": st.batch_size, "group_by": st.group_by,
+                    "group_size": st.group_size, "min_group": st.min_group, "labeled": list(st.labeled),
+                    "unlabeled": list(st.unlabeled)}
+
+        return {
+            "roles": {r: {"kind": k, "call": self.calls.get(r, "")} for r, k in self.roles.items()},
+            "streams": {n: stream(st) for n, st in self.streams().items()},
+            "labels": list(self.required_labels()),
+            "phases": [{"name": p.name, "trains": list(p.trains), "every": p.every, "conditional": p.when is not None,
+                        "provides": list(p.provides), "losses": [term(t) for t in p.losses],
+                        "extra_losses": p.accepts_extra_losses, "updates_stats": list(p.updates_stats)}
+                       for p in self.phases()],
+        }

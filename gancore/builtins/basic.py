@@ -118,6 +118,8 @@ class Alternating(Schedule):
 
     Config = AlternatingConfig
     roles = {"G": "generator", "D": "discriminator"}
+    calls = {"G": "G(z [B, z_dim], label [B] or None) -> image [B, C, R, R]  (reads G.config.z_dim)",
+             "D": "D(image [B, C, R, R], label [B] or None) -> DiscOutput(logits [B])"}
 
     def required_labels(self) -> tuple[str, ...]:
         return (self.config.condition,) if self.config.condition else ()

@@ -78,6 +78,11 @@ class DataSource:
         """Images ``[B, C, H, W]`` in [-1, 1] under ``"image"`` plus the labels of these samples."""
         raise NotImplementedError
 
+    def report(self) -> dict[str, Any]:
+        """What loading met so far (files read, converted, skipped as unreadable); sources
+        that read files from disk fill it, others return ``{}``."""
+        return {}
+
     # -- shared behaviour ------------------------------------------------------------------
     @classmethod
     def provided_labels(cls, config: DataConfig) -> tuple[str, ...]:

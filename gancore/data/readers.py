@@ -207,9 +207,20 @@ class _FileSource(DataSource):
         return dict(self._full)
 
     def load(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        images, used = self.loader.load(indices, self.files.__getitem__, len(self.files))
+        try:
+            images, used = self.loader.load(indices, self.files.__getitem__, len(self.files))
+        except DataError as e:
+            raise DataError(f"{self.title} split {self.config.split!r} under {self.root}: {e}") from None
         idx = torch.tensor(used, dtype=torch.long)
         return {"image": images, **{k: v[idx] for k, v in self._full.items()}}
+
+    def report(self) -> dict[str, Any]:
+        r = self.loader.report
+        return {"source": self.title, "root": str(self.root), "split": self.config.split, "files": len(self.files),
+                "loaded": r.loaded, "skipped": r.num_skipped, "skipped_by_reason": dict(r.skipped),
+                "converted": dict(r.converted), "replaced": r.replaced, "examples": r.examples,
+                "scan_skipped": dict(self.scan_report.skipped), "scan_notes": dict(self.scan_report.notes),
+                "summary": r.summary()}
 
     def _select(self, keep: Sequence[bool], paths: Sequence[str | Path], table: dict[str, Any]) -> None:
         """Store the rows marked ``keep``; integer columns become long tensors, float columns float32."""

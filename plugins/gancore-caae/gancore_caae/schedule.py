@@ -54,6 +54,10 @@ class CAAESchedule(Schedule):
     """CAAE (Zhang, Song & Qi 2017): E+G step, D_z step, D_img step, one shared forward pass."""
 
     roles = {"E": "encoder", "G": "generator", "Dz": "discriminator", "Dimg": "discriminator"}
+    calls = {"E": "E(x [B, 3, R, R]) -> z [B, z_dim]",
+             "G": "G(z [B, z_dim], age_group [B], gender [B] or None) -> image [B, 3, R, R]",
+             "Dz": "Dz(z [B, z_dim]) -> DiscOutput(logits [B])",
+             "Dimg": "Dimg(image [B, 3, R, R], age_group [B], gender [B] or None) -> DiscOutput(logits [B])"}
 
     class Config(Config):
         order: Literal["simultaneous", "d_first"] = Field(

@@ -80,6 +80,9 @@ class DualSchedule(Schedule):
 
     Config = DualConfig
     roles = {"G0": "generator", "G1": "generator", "D": "discriminator"}
+    calls = {"G0": "G0(x [B, 3, R, R]) -> ResidualOutput(out = x + r, residual = r)",
+             "G1": "G1(x [B, 3, R, R]) -> ResidualOutput(out = x + r, residual = r)",
+             "D": "D(images [N, 3, R, R], features=False|True) -> DiscOutput(logits [N, 3], features [φ])"}
 
     # -- data --------------------------------------------------------------------------------
     def required_labels(self) -> tuple[str, ...]:

@@ -309,3 +309,22 @@ def test_edit_cli_refuses_a_run_of_another_schedule(tmp_path: Path, capsys: pyte
     save_image(torch.zeros(3, 64, 64), photo)
     assert main(["edit", str(photo), "--run", str(other), "--out", str(tmp_path / "o.png")]) == 2
     assert "schedule 'alternating'" in capsys.readouterr().err
+
+
+def test_dry_run_names_a_loss_term_whose_inputs_do_not_fit() -> None:
+    """What `gancore validate` reports where `run` would fail mid-step: an L1 on the
+    perceptual features (lists of tensors), and an L1 between GAN logits and class targets."""
+    import gancore
+    from gancore.engine import dry_run
+    from gancore.losses import LossError
+
+    lists = {**BLOBS, "losses": [{"use": "l1", "phase": "G0", "inputs": {"pred": "phi_fake", "target": "phi_real"}}]}
+    with pytest.raises(LossError, match=r"loss 'l1' \(L1\) in phase 'G0' cannot be computed from its inputs "
+                                        r"\(pred = 'phi_fake': list of 1 \(first: Tensor\[\d+, 8, 4, 4\] float32\), "
+                                        r"target = 'phi_real': list of 1 .*TypeError: unsupported operand"):
+        dry_run(gancore.load_recipe(lists))
+    shapes = {**BLOBS, "losses": [{"use": "l1", "phase": "G0", "inputs": {"pred": "gan_logits", "target": "gan_target"}}]}
+    with pytest.raises(LossError, match=r"loss 'l1' \(L1\) in phase 'G0' cannot be computed from its inputs "
+                                        r"\(pred = 'gan_logits': Tensor\[2, 3\] float32, target = 'gan_target': "
+                                        r"Tensor\[2\] int64\): RuntimeError"):
+        dry_run(gancore.load_recipe(shapes))
