@@ -5,9 +5,10 @@ through a plain hand-written PyTorch loop doing exactly the same math, in one pr
     python benchmarks/engine_overhead.py --steps 40 --repeats 5 --batch-size 16
 
 The plain loop is what one would write by hand for the ``alternating`` schedule: one
-G(z) per iteration; a D step on real vs G(z).detach() (G's parameters left trainable,
-as the engine's ``prepares`` does); then a G step through the frozen D, reusing the
-same G(z) graph; Adam for both.  Both draw the same batches (``BatchPlan`` + ``blobs``)
+G(z) per iteration; a D step on real vs G(z).detach(); then a G step through the frozen
+D, reusing the same G(z) graph; Adam for both.  (The engine gets the same gradients by
+backpropagating each phase into its trained roles only, and adds its bookkeeping: the
+shared-result cache, the stale-result guard, BatchNorm-statistics control.)  Both draw the same batches (``BatchPlan`` + ``blobs``)
 and start from the same weights.  Runs are interleaved (engine, plain, plain, engine,
 ...); the first ``--warmup`` steps of every run are excluded; the engine's time per
 step comes from its own ``metrics.jsonl`` clock (``seconds``), so its setup, the final
