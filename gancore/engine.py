@@ -35,6 +35,7 @@ from . import __version__
 from .checkpoint import (latest_checkpoint, latest_readable_checkpoint, load_checkpoint, load_weights, read_state,
                          rng_state, save_checkpoint)
 from .data.base import BatchPlan, DataError, DataSource, PartialLabels
+from .grid import save_grid
 from .losses import LossSum
 from .recipe import Resolved
 from .schedule import Context, Ledger, PartError, Phase
@@ -161,35 +162,6 @@ def heldout_batch(resolved: Resolved, n: int) -> tuple[dict[str, dict[str, torch
         if group is not None:
             batch[name]["group"] = torch.tensor(group, dtype=torch.long)
     return batch, note
-
-
-def save_grid(rows: list[tuple[str, torch.Tensor]], path: Path, title: str | None = None) -> None:
-    """Save sample rows (each ``[N, C, H, W]`` in [-1, 1]) as one PNG grid, a row per entry."""
-    from torchvision.utils import save_image
-
-    if not rows:
-        return
-    n = max(r.shape[0] for _, r in rows)
-    tiles = []
-    for _, r in rows:
-        r = r.detach().float().cpu().clamp(-1, 1)
-        if r.shape[1] == 1:
-            r = r.expand(-1, 3, -1, -1)
-        if r.shape[0] < n:
-            r = torch.cat([r, -torch.ones(n - r.shape[0], *r.shape[1:])])
-        tiles.append(r)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    save_image(torch.cat(tiles) * 0.5 + 0.5, tmp, nrow=n, padding=1, pad_value=1.0)
-    if title:  # a line of text above the grid
-        from PIL import Image, ImageDraw
-
-        with Image.open(tmp) as grid:
-            canvas = Image.new("RGB", (grid.width, grid.height + 14), "white")
-            canvas.paste(grid, (0, 14))
-        ImageDraw.Draw(canvas).text((2, 1), title, fill=(160, 0, 0))
-        canvas.save(tmp, format="PNG")
-    os.replace(tmp, path)
 
 
 def _optimizer(resolved: Resolved, role: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:

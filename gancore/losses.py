@@ -24,7 +24,13 @@ from torch import nn
 
 from .parts import Config, make_config
 
-__all__ = ["LossTerm", "LossSum", "LossConfig", "MissingTensor", "LossError"]
+__all__ = ["LossTerm", "LossSum", "LossConfig", "MissingTensor", "LossError", "sum_per_sample"]
+
+
+def sum_per_sample(values: torch.Tensor) -> torch.Tensor:
+    """``values`` ``[B, ...]`` summed over everything but the batch, averaged over the batch: a scalar
+    (an L1 norm per image, for ``values = x.abs()``)."""
+    return values.flatten(1).sum(1).mean()
 
 
 class MissingTensor(KeyError):

@@ -14,6 +14,8 @@ by naming: a key with a ``baseline`` component is the baseline of the key that h
     {"add.model.l1_in_mask": 0.21, "add.baseline.l1_in_mask": 0.35} # quantity "add.l1_in_mask"
 
 :func:`pairs` applies the rule; ``gancore eval`` shows such pairs side by side.
+
+Helpers that metrics share: :func:`per_sample_mean` (optionally masked) and :func:`psnr`.
 """
 
 from __future__ import annotations
@@ -23,14 +25,20 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import torch
 
 from .parts import Config, make_config
 
 if TYPE_CHECKING:
     from .runs import TrainedRun
 
-__all__ = ["Metric", "Pair", "pairs", "quantity", "format_report"]
+__all__ = ["Metric", "Pair", "pairs", "quantity", "format_report", "per_sample_mean", "psnr", "PSNR_CAP"]
+
+#: the highest PSNR reported (dB): identical images would otherwise give infinity.
+PSNR_CAP = 60.0
+_MSE = TypeVar("_MSE", float, torch.Tensor)
 
 
 class Metric:
@@ -201,3 +209,26 @@ def format_report(results: dict[str, Any], *, markdown: bool = False, base: Path
             lines += [f"  {k}: {v}" for k, v in notes.items()]
             lines += [f"  figure: {v}" for v in figures.values()]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def per_sample_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``values`` ``[B, ...]`` over everything but the batch: ``[B]``.
+
+    With ``mask`` (broadcastable to ``values``, 1 where a pixel counts), the mean over the
+    masked elements only; NaN for a sample whose mask is empty.
+    """
+    if mask is None:
+        return values.flatten(1).mean(1)
+    num = (values * mask).flatten(1).sum(1)
+    den = mask.expand_as(values).flatten(1).sum(1)
+    return num / den.where(den > 0, torch.full_like(den, float("nan")))
+
+
+def psnr(mse: _MSE, cap: float = PSNR_CAP) -> _MSE:
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2) from their MSE, capped at ``cap``.
+
+    ``mse`` is a float (gives a float) or a tensor (gives a tensor of the same shape).
+    """
+    if isinstance(mse, torch.Tensor):
+        return (10 * torch.log10(4.0 / mse.clamp_min(1e-12))).clamp(max=cap)
+    return min(10 * math.log10(4.0 / max(float(mse), 1e-12)), cap)

@@ -3,7 +3,6 @@ for applying the model (``gancore eval``, ``gancore edit`` …)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,16 +99,3 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, sched
     for m in nets.values():
         m.eval().requires_grad_(False)
     return TrainedRun(dir=run_dir, resolved=resolved, nets=nets, info=info, step=int(state["step"]), checkpoint=ckpt)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out

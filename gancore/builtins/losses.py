@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from ..losses import LossConfig, LossTerm
+from ..losses import LossConfig, LossTerm, sum_per_sample
 
 __all__ = ["L1", "L2", "TotalVariation", "CrossEntropy", "Adversarial"]
 
@@ -23,7 +23,7 @@ class _Reduce(LossConfig):
 def _reduce(values: torch.Tensor, how: str) -> torch.Tensor:
     if how == "mean":
         return values.mean()
-    return values.flatten(1).sum(1).mean()
+    return sum_per_sample(values)
 
 
 class L1(LossTerm):

@@ -31,7 +31,7 @@ import torch
 from einops import rearrange
 from pydantic import Field
 
-from gancore.metrics import Metric
+from gancore.metrics import Metric, per_sample_mean, psnr
 from gancore.parts import Config
 
 from .labels import MID_AGES
@@ -65,12 +65,7 @@ def prior_stats(z: torch.Tensor) -> dict[str, float]:
 
 def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample MSE ``[B]`` of images in [-1, 1]."""
-    return (a - b).square().flatten(1).mean(1)
-
-
-def _psnr(mse: float) -> float:
-    """PSNR in dB for images in [-1, 1] (peak-to-peak 2)."""
-    return 10 * math.log10(4.0 / max(mse, 1e-12))
+    return per_sample_mean((a - b).square())
 
 
 class AgeMetric(Metric):
@@ -158,7 +153,7 @@ class AgeMetric(Metric):
             "samples": n,
             "step": run.step,
             "recon_mse": float(recon.mean()),
-            "recon_psnr": _psnr(float(recon.mean())),
+            "recon_psnr": psnr(float(recon.mean())),
             **prior_stats(z),
         }
         if has_truth and err:
@@ -172,8 +167,8 @@ class AgeMetric(Metric):
                 "age_mse_far_baseline": float(b0[far].mean()) if far.any() else None,
                 "age_mse_reconstruction_baseline": float(b1[other].mean()),
                 "age_mse_far_reconstruction_baseline": float(b1[far].mean()) if far.any() else None,
-                "age_psnr": _psnr(float(e[other].mean())),
-                "age_psnr_baseline": _psnr(float(b0[other].mean())),
+                "age_psnr": psnr(float(e[other].mean())),
+                "age_psnr_baseline": psnr(float(b0[other].mean())),
                 "age_change_cos": float(cs[other].mean()),
                 "age_change_cos_far": float(cs[far].mean()) if far.any() else None,
                 "age_mse_by_group": [round(float(e[:, g].mean()), 5) for g in range(K)],
@@ -188,7 +183,7 @@ class AgeMetric(Metric):
     def _figures(self, run: Any, source: Any, order: list[int], strips: list[torch.Tensor],
                  truths: list[torch.Tensor], use_gender: bool) -> dict[str, Any]:
         """Write the age strips and interpolation grids under ``RUN/eval/``; returns their paths."""
-        from gancore.engine import save_grid
+        from gancore.grid import save_grid
 
         c = self.config
         E, G = run.nets["E"], run.nets["G"]

@@ -18,14 +18,9 @@ from collections.abc import Sequence
 import torch
 from pydantic import Field
 
-from gancore.losses import LossConfig, LossTerm
+from gancore.losses import LossConfig, LossTerm, sum_per_sample
 
 __all__ = ["ResidualSparsity", "PerceptualL1"]
-
-
-def _l1_per_sample(t: torch.Tensor) -> torch.Tensor:
-    """Σ|t| over every dimension but the batch, averaged over the batch → scalar."""
-    return t.abs().flatten(1).sum(1).mean()
 
 
 class SparsityConfig(LossConfig):
@@ -40,7 +35,7 @@ class ResidualSparsity(LossTerm):
     default_name = "residual.sparsity"
 
     def compute(self, residual: torch.Tensor) -> torch.Tensor:
-        return _l1_per_sample(residual.float())
+        return sum_per_sample(residual.float().abs())
 
 
 class PerceptualConfig(LossConfig):
@@ -67,6 +62,6 @@ class PerceptualL1(LossTerm):
         for a, b in zip(real_l, fake_l):
             if a.shape != b.shape:
                 raise ValueError(f"loss {self.name!r}: feature shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-            v = _l1_per_sample(a.float() - b.float())
+            v = sum_per_sample((a.float() - b.float()).abs())
             total = v if total is None else total + v
         return total

@@ -37,13 +37,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from gancore.metrics import Metric
+from gancore.metrics import Metric, per_sample_mean, psnr
 from gancore.parts import Config
 
 __all__ = ["EditMetric", "MetricError"]
-
-PSNR_CAP = 60.0
-
 
 class MetricError(ValueError):
     """The run cannot be evaluated by this metric; the message says why."""
@@ -73,19 +70,6 @@ class Oracle(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x).mean((2, 3)))  # [B, 2]
-
-
-def _psnr(mse: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB on the [0, 1] scale from a per-image MSE on the [-1, 1] scale, capped."""
-    mse01 = mse / 4.0
-    return (10 * torch.log10(1.0 / mse01.clamp_min(1e-12))).clamp(max=PSNR_CAP)
-
-
-def _masked_mean(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Per-image mean of ``v`` [B, C, H, W] over the pixels where ``m`` [B, 1, H, W] is 1 (NaN if none)."""
-    num = (v * m).flatten(1).sum(1)
-    den = (m.expand_as(v)).flatten(1).sum(1)
-    return num / den.where(den > 0, torch.full_like(den, float("nan")))
 
 
 def _nanmean(t: torch.Tensor) -> float:
@@ -174,9 +158,9 @@ class EditMetric(Metric):
                 d = "add" if value == 0 else "remove"
                 inv = 1 - mask
                 for name, img in (("model", out), ("baseline", x)):
-                    add(f"{d}.{name}.l1_in_mask", _masked_mean((img - cf).abs(), mask))
-                    add(f"{d}.{name}.psnr_in_mask", _psnr(_masked_mean((img - cf).square(), mask)))
-                    add(f"{d}.{name}.psnr_out_mask", _psnr(_masked_mean((img - cf).square(), inv)))
+                    add(f"{d}.{name}.l1_in_mask", per_sample_mean((img - cf).abs(), mask))
+                    add(f"{d}.{name}.psnr_in_mask", psnr(per_sample_mean((img - cf).square(), mask)))
+                    add(f"{d}.{name}.psnr_out_mask", psnr(per_sample_mean((img - cf).square(), inv)))
                 add(f"{d}.model.residual_in_mask", (r.abs() * mask).flatten(1).sum(1) / r.abs().flatten(1).sum(1).clamp_min(1e-12))
                 add(f"{d}.mask_area", mask.flatten(1).mean(1))
                 to_cf = (out - cf).square().flatten(1).sum(1)
