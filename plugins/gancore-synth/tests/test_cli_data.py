@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from gancore import cli
 from gancore.data.readers import CelebA
@@ -29,13 +30,37 @@ def test_export_refuses_bad_format_and_keys(tmp_path: Path, capsys: pytest.Captu
     assert "profile" in capsys.readouterr().err
 
 
-def test_preview_writes_png(tmp_path: Path) -> None:
+def test_preview_is_labelled_and_tight(tmp_path: Path) -> None:
+    import numpy as np
     from PIL import Image
+
+    from gancore.grid import grid_image
+    from gancore_synth.preview import sweeps
+    from gancore_synth.synthfaces import SynthFaces
 
     out = tmp_path / "p.png"
     assert cli.main(["data", "preview", "synthfaces", "--resolution", "16", "--out", str(out)]) == 0
-    img = Image.open(out)
-    assert img.width >= 16 * 8 and img.height > 16 * 4  # samples plus the factor sweeps
+    img = np.asarray(Image.open(out).convert("RGB"))
+    dark = (img < 100).all(-1)
+    assert dark[:, :16].sum() > 50  # the labels at the left of the rows
+    # the same pictures, labelled, one sweep per row (the old layout): mostly white on the right
+    src = SynthFaces(resolution=16)
+    samples = src.load(list(range(26)))["image"]
+    loose = grid_image([("samples", samples[:13]), ("", samples[13:])]
+                       + [(name, images, captions) for name, captions, images in sweeps(src)], labels=True)
+    assert img.shape[0] * img.shape[1] < 0.6 * loose.width * loose.height
+
+
+def test_preview_sweeps_carry_factor_and_values() -> None:
+    from gancore_synth.preview import sweeps
+    from gancore_synth.synthfaces import SynthFaces
+
+    rows = {name: (captions, images) for name, captions, images in
+            sweeps(SynthFaces(resolution=16, size=4, supersample=1))}
+    assert rows["yaw"][0][:2] == ["-90°", "-75°"] and rows["glasses"][0] == ["none", "eyegl.", "sungl."]
+    assert rows["age"][0] == ["1", "5", "10", "15", "20", "30", "40", "50", "60", "70", "80"]
+    captions, images = rows["glasses"]
+    assert images.shape == (3, 3, 16, 16) and not torch.equal(images[0], images[2])  # the factor changes the face
 
 
 def test_plugin_is_listed_with_its_sources_and_verb(monkeypatch: pytest.MonkeyPatch,
