@@ -25,13 +25,16 @@ from PIL import Image
 from gancore.data.base import DataError, DataSource
 from gancore.data.readers import CELEBA_ATTRIBUTES, MULTIPIE_CAMERAS
 
-__all__ = ["export", "ExportResult", "FORMATS"]
+__all__ = ["export", "ExportResult", "FORMATS", "UTKFACE_NO_RACE"]
 
 #: formats :func:`export` writes (the names of the matching readers).
 FORMATS = ("celeba", "utkface", "multipie", "cfp", "chairs3d", "folder")
 
 #: a representative age of each CAAE age group (for sources with ``age_group`` only).
 _GROUP_AGE = (3, 8, 13, 18, 25, 35, 45, 55, 65, 75)
+#: UTKFace's race field (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others) for a sample without a
+#: race label in 0..4: synthetic faces have none (their skin tone is not a race), so "Others".
+UTKFACE_NO_RACE = 4
 #: expression index → (session, recording) in Multi-PIE's capture protocol.
 _EXPRESSION_RECORDING = {0: (1, 1), 1: (1, 2), 2: (2, 2), 3: (2, 3), 4: (3, 3), 5: (4, 3)}
 
@@ -243,8 +246,8 @@ class _Utkface(_Writer):
         if gender not in (0, 1):
             raise _Skip("gender not 0/1")
         race = labels.get("race")
-        fields = [str(age), str(gender)] + ([str(int(race))] if race is not None and 0 <= race <= 4 else [])
-        name = "_".join(fields + [f"20170101{k:09d}"]) + ".jpg.chip.jpg"
+        race = int(race) if race is not None and 0 <= race <= 4 else UTKFACE_NO_RACE
+        name = f"{age}_{gender}_{race}_20170101{k:09d}.jpg.chip.jpg"
         return self.unique(f"UTKFace/{name}"), self.saver("jpg")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Sequence
 
@@ -11,8 +10,8 @@ import torch
 from pydantic import Field
 
 from gancore.data.base import DataConfig, DataError, DataSource
-from gancore_synth.export import FORMATS, export
 from gancore.data.readers import CFP, CelebA, Chairs3D, Folder, MultiPIE, UTKFace, age_group
+from gancore_synth.export import FORMATS, UTKFACE_NO_RACE, export
 
 
 class Fake(DataSource):
@@ -108,7 +107,8 @@ def test_utkface_round_trip(tmp_path):
     assert torch.equal(lab["age"], want["age"][idx].round())
     assert lab["age_group"].tolist() == [age_group(float(a)) for a in want["age"][idx].round()]
     assert torch.equal(lab["gender"], want["gender"][idx]) and torch.equal(lab["race"], want["race"][idx])
-    assert reader.paths[0].name.endswith(".jpg.chip.jpg")
+    for path in reader.paths:  # age_gender_race_date.jpg.chip.jpg, as the real dataset names its files
+        assert path.name.endswith(".jpg.chip.jpg") and len(path.name.split(".")[0].split("_")) == 4, path.name
 
 
 def test_multipie_round_trip(tmp_path):
@@ -200,7 +200,6 @@ def test_formats_listed():
     assert set(FORMATS) == {"celeba", "utkface", "multipie", "cfp", "chairs3d", "folder"}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gancore_synth.synthfaces") is None, reason="synthfaces not built")
 @pytest.mark.parametrize("fmt", ["celeba", "utkface", "multipie"])
 def test_synthfaces_round_trip(tmp_path, fmt):
     from gancore_synth.synthfaces import SynthFaces
@@ -219,6 +218,9 @@ def test_synthfaces_round_trip(tmp_path, fmt):
         idx = _source_index(res, reader)
         assert torch.equal(reader.labels()["age"], want["age"][idx].round().clamp(0, 116))
         assert torch.equal(reader.labels()["gender"], want["gender"][idx])
+        # synthfaces have no race label: the field is written as UTKFace's 4 ("Others"), never left out
+        assert "race" not in want and reader.labels()["race"].tolist() == [UTKFACE_NO_RACE] * len(idx) == [4] * 4
+        assert not reader.scan_report.notes and all(len(p.name.split("_")) == 4 for p in reader.paths)
     else:
         reader = MultiPIE(root=tmp_path, split="all", resolution=16)
         idx = _source_index(res, reader)
