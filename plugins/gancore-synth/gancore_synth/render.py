@@ -625,6 +625,16 @@ def compiled_stage(name: str, fn: Callable[..., Tensor]) -> Callable[..., Tensor
     return call
 
 
+def _check_sizes(resolution: int, supersample: int, tile: int) -> None:
+    """The size arguments of :func:`render` (and of the tests' reference renderer)."""
+    if not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"render: resolution must be a positive int, got {resolution!r}")
+    if not isinstance(supersample, int) or not 1 <= supersample <= 8:
+        raise ValueError(f"render: supersample must be an int in 1..8, got {supersample!r}")
+    if tile < 1:
+        raise ValueError(f"render: tile must be >= 1, got {tile!r}")
+
+
 def render(
     prims: Primitives,
     light: Light,
@@ -658,19 +668,15 @@ def render(
     :param fine_texture: for ``aa="adaptive"``: where ``albedo_fn`` paints detail finer
         than a pixel (there the albedo is averaged over the pixel's subsample hits).
 
-    Renders the same pixels as the original implementation (``tests/reference_render.py``), with less work: tighter culling,
-    ray directions broadcast from per-column and per-row slopes instead of gathered per
-    tile, pairs whose clip plane keeps everything skip the plane, and every per-hit lookup
-    is one contiguous row gather.  Eagerly (``render_backend() == "eager"``, or off the
-    CPU) the floating-point operations are those of the reference, so the bits are too;
-    compiled, pixels agree to ~1e-6 (inductor rounds ``sqrt``/``pow`` differently).
+    Renders the same pixels as the original implementation (``tests/reference_render.py``),
+    with less work: tighter culling, ray directions broadcast from per-column and per-row
+    slopes instead of gathered per tile, pairs whose clip plane keeps everything skip the
+    plane, and every per-hit lookup is one contiguous row gather.  Eagerly
+    (``render_backend() == "eager"``, or off the CPU) the floating-point operations are
+    those of the reference, so the bits are too; compiled, pixels agree to ~1e-6 (inductor
+    rounds ``sqrt``/``pow`` differently).
     """
-    if not isinstance(resolution, int) or resolution < 1:
-        raise ValueError(f"render: resolution must be a positive int, got {resolution!r}")
-    if not isinstance(supersample, int) or not 1 <= supersample <= 8:
-        raise ValueError(f"render: supersample must be an int in 1..8, got {supersample!r}")
-    if tile < 1:
-        raise ValueError(f"render: tile must be >= 1, got {tile!r}")
+    _check_sizes(resolution, supersample, tile)
     if aa not in AA_MODES:
         raise ValueError(f"render: aa must be one of {AA_MODES}, got {aa!r}")
     cam = camera or Camera()

@@ -24,6 +24,7 @@ from gancore_synth.render import (
     Light,
     Primitives,
     RenderOutput,
+    _check_sizes,
     _intervals,
     _screen_boxes,
 )
@@ -83,12 +84,7 @@ def render_reference(
     :param n_parts: when given, also return per-part coverage ``[B, n_parts, R, R]``.
     :param tile: tile side, in subsamples, for culling.
     """
-    if not isinstance(resolution, int) or resolution < 1:
-        raise ValueError(f"render: resolution must be a positive int, got {resolution!r}")
-    if not isinstance(supersample, int) or not 1 <= supersample <= 8:
-        raise ValueError(f"render: supersample must be an int in 1..8, got {supersample!r}")
-    if tile < 1:
-        raise ValueError(f"render: tile must be >= 1, got {tile!r}")
+    _check_sizes(resolution, supersample, tile)
     cam = camera or Camera()
     dev = prims.center.device
     B, P = prims.batch, prims.count
