@@ -6,7 +6,7 @@ are 1 px apart on white.  Options:
 
 - ``labels=True`` writes each row's label at the left of the row;
 - captions, when a row has them, are written under its tiles;
-- ``title`` adds one line of text above the grid;
+- ``title`` adds one line of text above the grid (cut at the grid's width);
 - ``pack=True`` puts a row on the first line that still has room for it, so short rows
   share lines instead of leaving the canvas mostly empty.
 """
@@ -104,7 +104,7 @@ def grid_image(rows: Sequence[Row], *, labels: bool = False, title: str | None =
             room[target] -= need
     line_heights = [th + _PAD + (line_h if any(captions[i] for i in line) else 0) for line in lines]
     top = line_h if title else 0
-    width = max(_PAD + limit, _text_size(measure, title, font)[0] + 4 if title else 0)
+    width = _PAD + limit  # a title longer than the grid is cut, never widens it
     height = top + _PAD + sum(line_heights)
 
     canvas = Image.new("RGB", (width, height), _PAPER)

@@ -27,6 +27,9 @@ def test_plain_grid_layout_and_pixels(tmp_path: Path) -> None:
     assert (img[10:18, 1:9] == 0).all() and (img[10:18, 10:18] == 255).all()  # row b: grey → -1 and +1
     assert (img[10:18, 19:] == 255).all()  # the short row is left blank
     assert save_grid([], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+    titled = grid_image(rows, title="a note much longer than this small grid is wide, cut at its edge")
+    assert titled.width == img.shape[1] and titled.height > img.shape[0]  # a line above; never wider
+    assert (np.asarray(titled)[-img.shape[0]:] == img).all()  # the grid itself is unchanged below it
 
 
 def test_labels_captions_and_title_add_room_and_ink() -> None:
