@@ -61,7 +61,7 @@ OPTIONS = {
     "compile": ["train.compile=true"],
     "adam_foreach": ["optim.implementation='foreach'"],
     "adam_fused": ["optim.implementation='fused'"],
-    "bf16": ["train.precision='bf16'"],
+    "bf16": [],  # train.precision = 'bf16' (set as the run's precision)
 }
 LATE = 10**9  # the step at which loss weights are evaluated (every warm-up and ramp is over)
 
@@ -180,8 +180,8 @@ class Probe:
     and ends (the engine's log call). Counts FLOPs of the last warm-up iteration, resets
     the peak-memory mark when timing begins, and stamps the end of every iteration."""
 
-    def __init__(self, warmup: int, device: str, profile: bool) -> None:
-        self.warmup, self.device, self.profile = warmup, device, profile
+    def __init__(self, warmup: int, device: str, profile: bool, clock: Any = time.perf_counter) -> None:
+        self.warmup, self.device, self.profile, self.clock = warmup, device, profile, clock
         self.step = -1
         self.ends: list[float] = []
         self.images: dict[int, int] = {}
@@ -231,7 +231,7 @@ class Probe:
             self.flops_by_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
             self.shapes = shapes.shapes
             self.modes = []
-        self.ends.append(time.perf_counter())
+        self.ends.append(self.clock())
 
     def heaviest(self) -> tuple | None:
         if not self.shapes:
@@ -267,22 +267,23 @@ def conv_ceiling(key: tuple, flops: int, dtype: Any, device: str, reps: int) -> 
     return best
 
 
-def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    import torch
+def run_overrides(spec: dict[str, Any], steps: int) -> list[str]:
+    """The recipe overrides of a timed run: ``steps`` iterations, a log record each, the
+    spec's device and precision, nothing written but the log."""
+    return [*spec["overrides"], f"train.steps={steps}", "train.log_every=1", f"train.device='{spec['device']}'",
+            f"train.precision='{spec['precision']}'", f"output.dir='{Path(spec['dir'])}'",
+            f"output.sample_every={10**9}", f"output.checkpoint_every={10**9}", "output.num_samples=2",
+            "output.tensorboard=false"]
 
+
+def install(spec: dict[str, Any], probe: Probe) -> Any:
+    """Patch the engine for a timed run of ``spec`` (memory data, cycling batches, loss
+    weights at their steady state, no checkpoint or grid files, the probe's hooks) and
+    return the resolved recipe.  For a child process only: the patches are not undone."""
     import gancore.engine as engine
     from gancore.losses import LossTerm
 
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
-    warmup, steps, device = spec["warmup"], spec["steps"], spec["device"]
-    out = Path(spec["dir"])
-    overrides = [*spec["overrides"], f"train.steps={warmup + steps}", "train.log_every=1",
-                 f"train.device='{device}'", f"train.precision='{spec['precision']}'", f"output.dir='{out}'",
-                 f"output.sample_every={10**9}", f"output.checkpoint_every={10**9}", "output.num_samples=2",
-                 "output.tensorboard=false"]
-    resolved = load(spec["recipe"], overrides)
-    probe = Probe(warmup, device, spec.get("profile", False))
+    resolved = load(spec["recipe"], run_overrides(spec, spec["warmup"] + spec["steps"]))
     source = Preloaded(spec["data"])
     cycle = spec["cycle"]
 
@@ -308,6 +309,20 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     engine.save_checkpoint = lambda *a, **k: None
     engine.save_grid = lambda *a, **k: None
     LossTerm.weight_at = lambda self, step: weight_at(self, LATE)  # the steady-state iteration
+    return resolved
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    import gancore.engine as engine
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    warmup, steps, device = spec["warmup"], spec["steps"], spec["device"]
+    clock = time.process_time if spec.get("clock") == "cpu" else time.perf_counter
+    probe = Probe(warmup, device, spec.get("profile", False), clock)
+    resolved = install(spec, probe)
     engine.train(resolved, progress=False)
     if probe.profiler is not None:
         probe.profiler.stop()
@@ -387,7 +402,9 @@ def registered(wanted: list[str]) -> list[Any]:
     unknown = [w for w in wanted if w not in known]
     if unknown:
         have = ", ".join(f"{b.name} (plugin {b.plugin})" for b in benches) or "none"
-        raise SystemExit(f"error: --plugin {', '.join(unknown)}: no such benchmark or plugin; registered: {have}")
+        print(f"error: --plugin {', '.join(unknown)}: no such benchmark or plugin; registered: {have} "
+              f"(see `gancore plugins`)", file=sys.stderr)
+        raise SystemExit(2)
     return [b for b in benches if b.name in wanted or b.plugin in wanted]
 
 
@@ -480,7 +497,7 @@ def details(rows: list[dict[str, Any]]) -> str:
 
 
 def options_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| benchmark | setting | device | option | s/step | ratio to plain fp32 |", "|---|---|---|---|---|---|"]
+    lines = ["| benchmark | setting | device | option | s/step | speed-up (plain ÷ option) |", "|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["benchmark"], r["setting"], r["device"]), []).append(r)
@@ -491,7 +508,7 @@ def options_table(rows: list[dict[str, Any]]) -> str:
             if "error" in r:
                 lines.append(f"| {bench} | {setting} | {device} | {r['option']} | error: {r['error'][:80]} | — |")
                 continue
-            ratio = f"{ref / r['step_s']:.2f}× faster" if ref else "—"
+            ratio = f"{ref / r['step_s']:.2f}×" if ref else "—"
             lines.append(f"| {bench} | {setting} | {device} | {r['option']} | {r['step_s']:.3f} | {ratio} |")
     return "\n".join(lines)
 
@@ -514,6 +531,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="a recipe override applied to every benchmark (smoke tests; the table then says so)")
     p.add_argument("--options", action="store_true",
                    help="instead: each of " + ", ".join(OPTIONS) + " as a ratio to the plain fp32 step")
+    p.add_argument("--option", action="append", default=[], choices=list(OPTIONS), dest="only_options",
+                   help="with --options: only this option (repeatable)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time (the result); cpu: process CPU time, steadier on a shared machine "
+                        "for relative comparisons with --threads 1 (not a speed)")
     p.add_argument("--profile", action="store_true", help="also print a profile of the timed iterations")
     p.add_argument("--json", type=Path, default=None, help="write every result to this file")
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed to one subprocess")
@@ -546,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
               + (f", GPU {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
     print(header, file=sys.stderr)
     print(f"load average before: {load_before[0]:.2f}", file=sys.stderr)
+    if args.clock == "cpu":
+        header += "; clock: process CPU time (for ratios only)"
     if args.overrides:
         print(f"overrides for every recipe (NOT the registered settings): {args.overrides}", file=sys.stderr)
     rows: list[dict[str, Any]] = []
@@ -579,8 +603,10 @@ def main(argv: list[str] | None = None) -> int:
                 configs = []
                 for device in devices:
                     if args.options:
-                        opts = {"plain": [], **OPTIONS, "plain again": []}
-                        configs += [(device, "fp32", name, extra) for name, extra in opts.items()]
+                        chosen = {k: v for k, v in OPTIONS.items() if not args.only_options or k in args.only_options}
+                        opts = {"plain": [], **chosen, "plain again": []}
+                        configs += [(device, "bf16" if name == "bf16" else "fp32", name, extra)
+                                    for name, extra in opts.items()]
                     else:
                         configs += [(device, prec, None, []) for prec in precisions]
                 for device, prec, option, extra in configs:
@@ -588,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
                     w = max(warmup, 3) if option == "compile" else warmup  # compiling takes the first iterations
                     result = run_child({**spec, "device": device, "precision": "bf16" if prec == "bf16" else "no",
                                         "overrides": [*args.overrides, *extra], "warmup": w,
-                                        "profile": args.profile, "ceiling": not args.options},
+                                        "profile": args.profile, "ceiling": not args.options, "clock": args.clock},
                                        tmp, label.replace(" ", "-"), env, args.timeout)
                     row = {**base, "device": device, "precision": prec, "option": option, **result}
                     rows.append(row)

@@ -37,9 +37,9 @@ def register_commands(register: Any) -> None:
 
 @hookspec
 def register_benchmarks(register: Any) -> None:
-    """Add step-speed benchmarks (``benchmarks/step_speed.py``): ``register(name, paper,
-    cpu=None, description=None)``.
+    """Add step-speed benchmarks: ``register(name, paper, cpu=None, description=None)``.
 
-    ``paper`` and ``cpu`` are recipe files: the paper's setting and the CPU setting. A
-    relative path is read from the root of the gancore checkout (``recipes/x.toml``).
+    ``paper`` and ``cpu`` are recipe files, the paper's setting and the CPU setting, which
+    ``benchmarks/step_speed.py`` times; a relative path is read from the root of the
+    gancore checkout (``recipes/x.toml``).
     """
