@@ -66,6 +66,11 @@ OPTIONS = {
 LATE = 10**9  # the step at which loss weights are evaluated (every warm-up and ramp is over)
 
 
+class Enough(Exception):
+    """Raised from the engine's log call when a run's time budget leaves no room for
+    another timed iteration; the iterations timed so far are the result."""
+
+
 # ---------------------------------------------------------------------------------------
 # child: prepare the data of one (benchmark, setting)
 
@@ -180,8 +185,10 @@ class Probe:
     and ends (the engine's log call). Counts FLOPs of the last warm-up iteration, resets
     the peak-memory mark when timing begins, and stamps the end of every iteration."""
 
-    def __init__(self, warmup: int, device: str, profile: bool, clock: Any = time.perf_counter) -> None:
+    def __init__(self, warmup: int, device: str, profile: bool, clock: Any = time.perf_counter,
+                 deadline: float | None = None) -> None:
         self.warmup, self.device, self.profile, self.clock = warmup, device, profile, clock
+        self.deadline = deadline  # time.perf_counter() after which no further iteration is timed
         self.step = -1
         self.ends: list[float] = []
         self.images: dict[int, int] = {}
@@ -232,6 +239,11 @@ class Probe:
             self.shapes = shapes.shapes
             self.modes = []
         self.ends.append(self.clock())
+        timed = len(self.ends) - self.warmup
+        if self.deadline is not None and timed >= 1:
+            last = self.ends[-1] - self.ends[-2]
+            if time.perf_counter() + last > self.deadline:
+                raise Enough
 
     def heaviest(self) -> tuple | None:
         if not self.shapes:
@@ -270,7 +282,8 @@ def conv_ceiling(key: tuple, flops: int, dtype: Any, device: str, reps: int) -> 
 def run_overrides(spec: dict[str, Any], steps: int) -> list[str]:
     """The recipe overrides of a timed run: ``steps`` iterations, a log record each, the
     spec's device and precision, nothing written but the log."""
-    return [*spec["overrides"], f"train.steps={steps}", "train.log_every=1", f"train.device='{spec['device']}'",
+    threads = [f"train.threads={spec['threads']}"] if spec.get("threads") else []  # else the recipe's own
+    return [*spec["overrides"], *threads, f"train.steps={steps}", "train.log_every=1", f"train.device='{spec['device']}'",
             f"train.precision='{spec['precision']}'", f"output.dir='{Path(spec['dir'])}'",
             f"output.sample_every={10**9}", f"output.checkpoint_every={10**9}", "output.num_samples=2",
             "output.tensorboard=false"]
@@ -321,19 +334,26 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(spec["threads"])
     warmup, steps, device = spec["warmup"], spec["steps"], spec["device"]
     clock = time.process_time if spec.get("clock") == "cpu" else time.perf_counter
-    probe = Probe(warmup, device, spec.get("profile", False), clock)
+    budget = spec.get("budget")
+    probe = Probe(warmup, device, spec.get("profile", False), clock,
+                  deadline=time.perf_counter() + budget if budget else None)
     resolved = install(spec, probe)
-    engine.train(resolved, progress=False)
+    started = time.perf_counter()
+    try:
+        engine.train(resolved, progress=False)
+    except Enough:
+        pass
+    loop_s = time.perf_counter() - started
     if probe.profiler is not None:
         probe.profiler.stop()
     peak = (torch.cuda.max_memory_allocated() / 2**20) if device == "cuda" else memory_mb("VmHWM")
     times = [b - a for a, b in zip(probe.ends[warmup - 1 :], probe.ends[warmup:])]
     step_s = statistics.median(times)
-    images = statistics.median([probe.images[s] for s in range(warmup, warmup + steps)])
+    images = statistics.median([probe.images[s] for s in range(warmup, warmup + len(times))])
     result: dict[str, Any] = {
         "step_s": step_s, "times": times, "images": images, "img_s": images / step_s, "flops": probe.flops,
         "gflops": probe.flops / step_s / 1e9 if probe.flops else None, "peak_mb": peak, "base_mb": probe.base_mb,
-        "threads": torch.get_num_threads(), "flops_by_op": probe.flops_by_op,
+        "threads": torch.get_num_threads(), "flops_by_op": probe.flops_by_op, "loop_s": loop_s,
     }
     key = probe.heaviest()
     if key is not None and spec.get("ceiling", True):
@@ -538,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
                         "for relative comparisons with --threads 1 (not a speed)")
     p.add_argument("--profile", action="store_true", help="also print a profile of the timed iterations")
     p.add_argument("--json", type=Path, default=None, help="write every result to this file")
+    p.add_argument("--budget", type=float, default=540,
+                   help="seconds for the whole run (default 540): each run gets an equal share of what is left "
+                        "and times fewer iterations (at least one) when its share runs out; 0: no budget")
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed to one subprocess")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -572,6 +595,16 @@ def main(argv: list[str] | None = None) -> int:
         header += "; clock: process CPU time (for ratios only)"
     if args.overrides:
         print(f"overrides for every recipe (NOT the registered settings): {args.overrides}", file=sys.stderr)
+    configs = []  # (device, precision, option, overrides) of every run of one benchmark setting
+    for device in devices:
+        if args.options:
+            chosen = {k: v for k, v in OPTIONS.items() if not args.only_options or k in args.only_options}
+            opts = {"plain": [], **chosen, "plain again": []}
+            configs += [(device, "bf16" if name == "bf16" else "fp32", name, extra) for name, extra in opts.items()]
+        else:
+            configs += [(device, prec, None, []) for prec in precisions]
+    todo = sum(len(configs) for b in benches for s in settings if b.recipes().get(s))
+    overheads = [20.0]  # seconds a run spends outside its timed loop (start-up, warm-up, ceiling): measured as we go
     rows: list[dict[str, Any]] = []
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gancore-step-speed-") as tmp_:
@@ -600,23 +633,22 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{tag}: preparing failed:\n{prep.get('stderr', prep['error'])}", file=sys.stderr)
                     continue
                 spec.update(mode="measure", warmup=warmup, steps=steps)
-                configs = []
-                for device in devices:
-                    if args.options:
-                        chosen = {k: v for k, v in OPTIONS.items() if not args.only_options or k in args.only_options}
-                        opts = {"plain": [], **chosen, "plain again": []}
-                        configs += [(device, "bf16" if name == "bf16" else "fp32", name, extra)
-                                    for name, extra in opts.items()]
-                    else:
-                        configs += [(device, prec, None, []) for prec in precisions]
                 for device, prec, option, extra in configs:
+                    share = None
+                    if args.budget:  # an equal share of what is left, less what a run spends outside its loop
+                        left = args.budget - (time.perf_counter() - began)
+                        share = max(1.0, left / max(todo, 1) - statistics.mean(overheads))
+                    todo -= 1
                     label = f"{tag} {device} {option or prec}"
                     w = max(warmup, 3) if option == "compile" else warmup  # compiling takes the first iterations
                     result = run_child({**spec, "device": device, "precision": "bf16" if prec == "bf16" else "no",
                                         "overrides": [*args.overrides, *extra], "warmup": w,
-                                        "profile": args.profile, "ceiling": not args.options, "clock": args.clock},
+                                        "profile": args.profile, "ceiling": not args.options, "clock": args.clock,
+                                        "budget": share},
                                        tmp, label.replace(" ", "-"), env, args.timeout)
                     row = {**base, "device": device, "precision": prec, "option": option, **result}
+                    if "loop_s" in result:
+                        overheads.append(result["wall_s"] - result["loop_s"])
                     rows.append(row)
                     if "error" in result:
                         print(f"{label}: error\n{result.get('stderr', result['error'])}", file=sys.stderr)
@@ -639,6 +671,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.options:
         print()
         print(details(rows))
+    spent = time.perf_counter() - began
+    if args.budget and spent > args.budget * 1.1:
+        print(f"\nnote: the run took {spent:.0f} s, more than --budget {args.budget:.0f} s: the start-up and warm-up "
+              f"of {len(rows)} runs do not fit in it; choose fewer with --plugin/--setting/--precision",
+              file=sys.stderr)
     if max(load_before[0], load_after[0]) > 1.3:
         print("\nnote: the machine was not idle (load average above 1.3): these timings are upper bounds, "
               "not results", file=sys.stderr)
