@@ -63,6 +63,17 @@ OPTIONS = {
     "adam_fused": ["optim.implementation='fused'"],
     "bf16": [],  # train.precision = 'bf16' (set as the run's precision)
 }
+#: --options runs these by default: each option alone, and the likely best combinations.
+DEFAULT_OPTIONS = [*OPTIONS, "channels_last+bf16", "channels_last+compile", "channels_last+bf16+adam_fused"]
+
+
+def option_overrides(name: str) -> tuple[str, list[str]]:
+    """``"channels_last+bf16"`` → (precision, overrides) of that combination."""
+    parts = name.split("+")
+    unknown = [x for x in parts if x not in OPTIONS]
+    if unknown:
+        raise ValueError(f"unknown option {'+'.join(unknown)!r}; options: {', '.join(OPTIONS)} (combine with '+')")
+    return ("bf16" if "bf16" in parts else "fp32"), [o for x in parts for o in OPTIONS[x]]
 LATE = 10**9  # the step at which loss weights are evaluated (every warm-up and ramp is over)
 
 
@@ -197,6 +208,7 @@ class Probe:
         self.flops_by_op: dict[str, int] = {}
         self.shapes: dict[tuple, list[int]] = {}
         self.base_mb = float("nan")
+        self.started = 0.0  # the clock when training began
         self.profiler: Any = None
 
     def begin(self, step: int, batch: dict[str, dict[str, Any]]) -> None:
@@ -338,7 +350,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     probe = Probe(warmup, device, spec.get("profile", False), clock,
                   deadline=time.perf_counter() + budget if budget else None)
     resolved = install(spec, probe)
-    started = time.perf_counter()
+    started, probe.started = time.perf_counter(), probe.clock()
     try:
         engine.train(resolved, progress=False)
     except Enough:
@@ -354,6 +366,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "step_s": step_s, "times": times, "images": images, "img_s": images / step_s, "flops": probe.flops,
         "gflops": probe.flops / step_s / 1e9 if probe.flops else None, "peak_mb": peak, "base_mb": probe.base_mb,
         "threads": torch.get_num_threads(), "flops_by_op": probe.flops_by_op, "loop_s": loop_s,
+        "warmup_s": probe.ends[warmup - 1] - probe.started,
     }
     key = probe.heaviest()
     if key is not None and spec.get("ceiling", True):
@@ -517,7 +530,8 @@ def details(rows: list[dict[str, Any]]) -> str:
 
 
 def options_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| benchmark | setting | device | option | s/step | speed-up (plain ÷ option) |", "|---|---|---|---|---|---|"]
+    lines = ["| benchmark | setting | device | option | s/step | speed-up (plain ÷ option) | set-up + warm-up s |",
+             "|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["benchmark"], r["setting"], r["device"]), []).append(r)
@@ -526,10 +540,11 @@ def options_table(rows: list[dict[str, Any]]) -> str:
         ref = statistics.mean(base) if base else None
         for r in rs:
             if "error" in r:
-                lines.append(f"| {bench} | {setting} | {device} | {r['option']} | error: {r['error'][:80]} | — |")
+                lines.append(f"| {bench} | {setting} | {device} | {r['option']} | error: {r['error'][:80]} | — | — |")
                 continue
             ratio = f"{ref / r['step_s']:.2f}×" if ref else "—"
-            lines.append(f"| {bench} | {setting} | {device} | {r['option']} | {r['step_s']:.3f} | {ratio} |")
+            lines.append(f"| {bench} | {setting} | {device} | {r['option']} | {r['step_s']:.3f} | {ratio} | "
+                         f"{r['warmup_s']:.0f} ({len(r['times'])} timed after {r['warmup']}) |")
     return "\n".join(lines)
 
 
@@ -550,9 +565,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="a recipe override applied to every benchmark (smoke tests; the table then says so)")
     p.add_argument("--options", action="store_true",
-                   help="instead: each of " + ", ".join(OPTIONS) + " as a ratio to the plain fp32 step")
-    p.add_argument("--option", action="append", default=[], choices=list(OPTIONS), dest="only_options",
-                   help="with --options: only this option (repeatable)")
+                   help="instead: the speed-up of each option over the plain fp32 step: "
+                        + ", ".join(DEFAULT_OPTIONS))
+    p.add_argument("--option", action="append", default=[], dest="only_options", metavar="NAME[+NAME...]",
+                   help=f"with --options: only this option or combination (repeatable); options: {', '.join(OPTIONS)}")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: elapsed time (the result); cpu: process CPU time, steadier on a shared machine "
                         "for relative comparisons with --threads 1 (not a speed)")
@@ -598,9 +614,14 @@ def main(argv: list[str] | None = None) -> int:
     configs = []  # (device, precision, option, overrides) of every run of one benchmark setting
     for device in devices:
         if args.options:
-            chosen = {k: v for k, v in OPTIONS.items() if not args.only_options or k in args.only_options}
-            opts = {"plain": [], **chosen, "plain again": []}
-            configs += [(device, "bf16" if name == "bf16" else "fp32", name, extra) for name, extra in opts.items()]
+            names = ["plain", *(args.only_options or DEFAULT_OPTIONS), "plain again"]
+            for name in names:
+                try:
+                    prec, extra = ("fp32", []) if name.startswith("plain") else option_overrides(name)
+                except ValueError as e:
+                    print(f"error: --option: {e}", file=sys.stderr)
+                    return 2
+                configs.append((device, prec, name, extra))
         else:
             configs += [(device, prec, None, []) for prec in precisions]
     todo = sum(len(configs) for b in benches for s in settings if b.recipes().get(s))
@@ -640,13 +661,13 @@ def main(argv: list[str] | None = None) -> int:
                         share = max(1.0, left / max(todo, 1) - statistics.mean(overheads))
                     todo -= 1
                     label = f"{tag} {device} {option or prec}"
-                    w = max(warmup, 3) if option == "compile" else warmup  # compiling takes the first iterations
+                    w = max(warmup, 3) if option and "compile" in option else warmup  # compiling takes the first iterations
                     result = run_child({**spec, "device": device, "precision": "bf16" if prec == "bf16" else "no",
                                         "overrides": [*args.overrides, *extra], "warmup": w,
                                         "profile": args.profile, "ceiling": not args.options, "clock": args.clock,
                                         "budget": share},
                                        tmp, label.replace(" ", "-"), env, args.timeout)
-                    row = {**base, "device": device, "precision": prec, "option": option, **result}
+                    row = {**base, "device": device, "precision": prec, "option": option, "warmup": w, **result}
                     if "loop_s" in result:
                         overheads.append(result["wall_s"] - result["loop_s"])
                     rows.append(row)
