@@ -502,7 +502,7 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
                 continue
             ceil = r.get("ceiling", {})
             cells += [fmt(r["step_s"], ".3f"), fmt(r["img_s"], ".1f"), fmt(r.get("gflops"), ".0f"),
-                      fmt(ceil.get("gflops"), ".0f"), fmt(100 * r["ratio"] if r.get("ratio") else None, ".0f") + "%"]
+                      fmt(ceil.get("gflops"), ".0f"), f"{100 * r['ratio']:.0f}%" if r.get("ratio") else "—"]
         f32, b16 = by.get("fp32", {}), by.get("bf16", {})
         ok = "step_s" in f32 and "step_s" in b16
         cells.append(f"{f32['step_s'] / b16['step_s']:.2f}×" if ok else "—")
