@@ -189,6 +189,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"    {kind}: {', '.join(names)}")
         if r["commands"]:
             print(f"    commands: {', '.join(r['commands'])}")
+        for b in r["benchmarks"]:
+            settings = ", ".join(f"{k} {v}" for k, v in b.items() if k != "name")
+            print(f"    benchmark: {b['name']} ({settings})")
     return 0
 
 

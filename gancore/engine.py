@@ -172,7 +172,8 @@ def _optimizer(resolved: Resolved, role: str, params: list[nn.Parameter]) -> tor
     wd = over.weight_decay if over and over.weight_decay is not None else o.weight_decay
     if not params:
         raise TrainingError(f"role {role!r} is trained by the schedule but its network has no trainable parameters")
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=wd)
+    kernels = {"auto": {}, "loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=wd, **kernels[o.implementation])
 
 
 def _split(batch: dict[str, dict[str, torch.Tensor]], k: int) -> list[dict[str, dict[str, torch.Tensor]]]:

@@ -33,3 +33,13 @@ def register_commands(register: Any) -> None:
     ``configure(parser)`` adds arguments to an ``argparse`` sub-parser; ``run(args)``
     does the work and returns the exit code.
     """
+
+
+@hookspec
+def register_benchmarks(register: Any) -> None:
+    """Add step-speed benchmarks: ``register(name, paper, cpu=None, description=None)``.
+
+    ``paper`` and ``cpu`` are recipe files, the paper's setting and the CPU setting, which
+    ``benchmarks/step_speed.py`` times; a relative path is read from the root of the
+    gancore checkout (``recipes/x.toml``).
+    """

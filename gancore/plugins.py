@@ -28,7 +28,7 @@ import pluggy
 from . import hookspecs
 from .registry import KINDS, PartSpec, Registry, RegistryError
 
-__all__ = ["PLUGIN_API", "PluginStatus", "PluginHost", "Command", "get_host", "reset"]
+__all__ = ["PLUGIN_API", "PluginStatus", "PluginHost", "Command", "Benchmark", "get_host", "reset"]
 
 #: the plugin API this gancore provides; plugins declare ``GANCORE_PLUGIN_API = 1``.
 PLUGIN_API = 1
@@ -49,6 +49,7 @@ class PluginStatus:
     error: str | None = None
     parts: dict[str, list[str]] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
+    benchmarks: list[dict[str, str | None]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class PluginStatus:
             "error": self.error,
             "parts": self.parts,
             "commands": self.commands,
+            "benchmarks": self.benchmarks,
         }
 
 
@@ -72,6 +74,21 @@ class Command:
     configure: Callable[[Any], None]
     run: Callable[[Any], int]
     plugin: str
+
+
+@dataclass
+class Benchmark:
+    """A step-speed benchmark a plugin registered: its paper and CPU recipes."""
+
+    name: str
+    paper: str
+    cpu: str | None
+    description: str
+    plugin: str
+
+    def recipes(self) -> dict[str, str]:
+        """Setting name → recipe path, as registered (relative to the gancore checkout)."""
+        return {"paper": self.paper, **({"cpu": self.cpu} if self.cpu else {})}
 
 
 def _split_env(value: str | None) -> list[str] | None:
@@ -90,6 +107,7 @@ class PluginHost:
         self.registry = Registry()
         self.statuses: dict[str, PluginStatus] = {}
         self.commands: dict[str, Command] = {}
+        self.benchmarks: dict[str, Benchmark] = {}
         load_only = None if load_only is None else set(load_only)
         for name in disable:
             if name in BUILTIN_PLUGINS:
@@ -152,26 +170,25 @@ class PluginHost:
 
     def _collect(self) -> None:
         """Call each plugin's hooks, attributing every registration to its plugin."""
-        for impl in self.pm.hook.register_parts.get_hookimpls():
-            self._call(impl, "parts")
-        for impl in self.pm.hook.register_commands.get_hookimpls():
-            self._call(impl, "commands")
+        registrars = {"parts": self._part_registrar, "commands": self._command_registrar,
+                      "benchmarks": self._benchmark_registrar}
+        for what, registrar in registrars.items():
+            for impl in getattr(self.pm.hook, f"register_{what}").get_hookimpls():
+                self._call(impl, what, registrar)
 
-    def _call(self, impl: pluggy.HookImpl, what: str) -> None:
+    def _call(self, impl: pluggy.HookImpl, what: str, registrar: Callable[[PluginStatus], Callable[..., None]]) -> None:
         status = self.statuses[impl.plugin_name]
         if status.state != "loaded":
             return
         try:
-            if what == "parts":
-                impl.function(register=self._part_registrar(status))
-            else:
-                impl.function(register=self._command_registrar(status))
+            impl.function(register=registrar(status))
         except Exception as e:
             self.registry.remove_plugin(status.name)
-            for cmd in [c for c in self.commands.values() if c.plugin == status.name]:
-                del self.commands[cmd.name]
+            for table in (self.commands, self.benchmarks):
+                for name in [n for n, c in table.items() if c.plugin == status.name]:
+                    del table[name]
             status.state, status.error = "failed", f"register_{what} failed: {type(e).__name__}: {e}"
-            status.parts, status.commands = {}, []
+            status.parts, status.commands, status.benchmarks = {}, [], []
 
     def _part_registrar(self, status: PluginStatus) -> Callable[..., None]:
         def register(name: str, target: Any, description: str | None = None, *, kind: str | None = None) -> None:
@@ -196,6 +213,26 @@ class PluginHost:
                 )
             self.commands[name] = Command(name, help, configure, run, status.name)
             status.commands.append(name)
+
+        return register
+
+    def _benchmark_registrar(self, status: PluginStatus) -> Callable[..., None]:
+        def register(name: str, paper: str | os.PathLike, cpu: str | os.PathLike | None = None,
+                     description: str | None = None) -> None:
+            if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+                raise RegistryError(f"plugin {status.name!r}: invalid benchmark name {name!r} (non-empty, no spaces)")
+            for setting, path in (("paper", paper), ("cpu", cpu)):
+                if (path is not None or setting == "paper") and not (
+                        isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(".toml")):
+                    raise RegistryError(f"plugin {status.name!r}: benchmark {name!r}: {setting} must be the path of a "
+                                        f"recipe file (*.toml), got {path!r}")
+            if name in self.benchmarks:
+                raise RegistryError(f"benchmark {name!r} is registered twice: by {self.benchmarks[name].plugin!r} "
+                                    f"and by {status.name!r}")
+            bench = Benchmark(name, os.fspath(paper), None if cpu is None else os.fspath(cpu), description or "",
+                              status.name)
+            self.benchmarks[name] = bench
+            status.benchmarks.append({"name": name, **bench.recipes()})
 
         return register
 

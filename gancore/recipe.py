@@ -149,6 +149,8 @@ class OptimSection(_Strict):
     betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas")
     weight_decay: float = Field(0.0, ge=0)
     per_part: dict[str, OptimOverride] = Field(default_factory=dict, description="overrides by role")
+    implementation: Literal["auto", "loop", "foreach", "fused"] = Field(
+        "auto", description="Adam's kernels: torch's choice, a per-tensor loop, foreach (multi-tensor) or fused")
 
 
 class TrainSection(_Strict):

@@ -1093,3 +1093,24 @@ def test_torchrun_resume_restores_each_process_and_syncs_statistics(tiny, tmp_pa
     # without the averaging, each keeps the statistics of its own batches
     assert rows[0][2]["D_buffers"] == rows[1][2]["D_buffers"]
     assert rows[0][1]["D_buffers"] != rows[1][1]["D_buffers"]
+
+
+def test_adam_implementations_take_the_same_steps(tiny, tmp_path):
+    """optim.implementation picks Adam's kernels, never its update: every choice moves every
+    network from the same start to the same weights, up to rounding.  (Where a gradient is
+    ~0, as for a conv bias before BatchNorm, Adam's m/sqrt(v) turns rounding into steps of
+    up to lr, so those may differ by that much.)"""
+    start = weights(run(tiny, tmp_path / "start", ["train.steps=1", "optim.lr=1e-12", "output.checkpoint_every=1"])
+                    / "checkpoints" / "step_000001")
+    ends = {}
+    for impl in ("loop", "foreach", "fused"):
+        out = run(tiny, tmp_path / impl, [f"optim.implementation='{impl}'", "output.checkpoint_every=2"])
+        ends[impl] = weights(out / "checkpoints" / "step_000002")
+    for name, w in ends["loop"].items():
+        if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue
+        assert not torch.equal(w, start[name]), name  # the step moved it
+        for impl in ("foreach", "fused"):
+            tol = 1e-6 if name.endswith("weight") else 2 * 2e-4  # two steps of lr at most
+            assert torch.allclose(ends[impl][name], w, atol=tol), (impl, name)
+    assert all(torch.equal(ends["foreach"][n], w) for n, w in ends["loop"].items())  # foreach: bit for bit here

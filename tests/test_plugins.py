@@ -8,6 +8,7 @@ import importlib.metadata as md
 import json
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,7 +52,8 @@ class FakeEntryPoint:
 
 
 def make_plugin(name: str, parts: list[tuple[str, str]] | None = None, *, api: Any = PLUGIN_API,
-                fail_after: int | None = None, commands: list[str] = ()) -> types.ModuleType:
+                fail_after: int | None = None, commands: list[str] = (),
+                benchmarks: list[tuple[Any, ...]] = ()) -> types.ModuleType:
     """An in-memory plugin module registering ``parts`` ([(name, kind)]) as lazy strings.
 
     ``fail_after=n`` makes ``register_parts`` raise after registering n parts;
@@ -77,6 +79,13 @@ def make_plugin(name: str, parts: list[tuple[str, str]] | None = None, *, api: A
                 register(verb, f"the {verb} verb", lambda parser: None, lambda args: 0)
 
         module.register_commands = register_commands
+    if benchmarks:
+        @gancore.hookimpl
+        def register_benchmarks(register: Callable[..., None]) -> None:
+            for args in benchmarks:
+                register(*args)
+
+        module.register_benchmarks = register_benchmarks
     return module
 
 
@@ -228,6 +237,40 @@ def test_plugin_commands_are_attributed_and_duplicates_refused() -> None:
     assert host.commands["go"].plugin == "a" and host.statuses["a"].commands == ["go"]
     assert host.statuses["b"].state == "failed"
     assert "'go'" in host.statuses["b"].error and "'a'" in host.statuses["b"].error
+
+
+def test_plugin_benchmarks_are_attributed_listed_and_checked(capsys: pytest.CaptureFixture,
+                                                             installed: Callable) -> None:
+    host = PluginHost(entry_points=[
+        FakeEntryPoint("a", make_plugin("a", benchmarks=[("a", "recipes/a.toml", "recipes/a-cpu.toml")])),
+        FakeEntryPoint("b", make_plugin("b", benchmarks=[("a", "recipes/b.toml")])),
+        FakeEntryPoint("c", make_plugin("c", benchmarks=[("c", "recipes/c.yaml")])),
+        FakeEntryPoint("d", make_plugin("d", benchmarks=[("d one", "recipes/d.toml")])),
+    ])
+    bench = host.benchmarks["a"]
+    assert (bench.plugin, bench.recipes()) == ("a", {"paper": "recipes/a.toml", "cpu": "recipes/a-cpu.toml"})
+    assert host.statuses["a"].benchmarks == [{"name": "a", "paper": "recipes/a.toml", "cpu": "recipes/a-cpu.toml"}]
+    assert host.statuses["b"].state == "failed"  # a duplicate names both owners, and b's parts go too
+    assert "benchmark 'a' is registered twice: by 'a' and by 'b'" in host.statuses["b"].error
+    assert "b.generator" not in host.registry
+    assert "paper must be the path of a recipe file (*.toml), got 'recipes/c.yaml'" in host.statuses["c"].error
+    assert "invalid benchmark name 'd one'" in host.statuses["d"].error
+    assert sorted(host.benchmarks) == ["a"]
+
+    installed(FakeEntryPoint("a", make_plugin("a", benchmarks=[("a", "recipes/a.toml", "recipes/a-cpu.toml")])))
+    assert cli.main(["plugins"]) == 0
+    assert "    benchmark: a (paper recipes/a.toml, cpu recipes/a-cpu.toml)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dist,name", [("gancore-residual", "residual"), ("gancore-caae", "caae")])
+def test_paper_plugins_register_benchmarks_whose_recipes_exist(dist: str, name: str) -> None:
+    if not _installed(dist):
+        pytest.skip(f"{dist} is not installed")
+    bench = PluginHost().benchmarks[name]
+    assert set(bench.recipes()) == {"paper", "cpu"}
+    root = Path(__file__).resolve().parents[1]
+    for path in bench.recipes().values():
+        assert (root / path).is_file(), path
 
 
 # ---------------------------------------------------------------------------------------

@@ -26,6 +26,12 @@ def register_parts(register) -> None:  # noqa: ANN001 - callback documented in g
 
 
 @hookimpl
+def register_benchmarks(register) -> None:  # noqa: ANN001
+    register("caae", paper="recipes/caae.toml", cpu="recipes/caae-cpu.toml",
+             description="CAAE, E+G, D_z and D_img phases on one shared forward")
+
+
+@hookimpl
 def register_commands(register) -> None:  # noqa: ANN001
     from .cli import configure_age, run_age
 

@@ -35,6 +35,12 @@ def register_parts(register: Any) -> None:
 
 
 @hookimpl
+def register_benchmarks(register: Any) -> None:
+    register("residual", paper="recipes/residual.toml", cpu="recipes/residual-cpu.toml",
+             description="ResGAN, D + G0 + G1 phases with dual learning")
+
+
+@hookimpl
 def register_commands(register: Any) -> None:
     def configure(parser: Any) -> None:
         from .cli import configure_edit

@@ -45,6 +45,24 @@ def test_transformer_shapes_and_parameters_at_128px() -> None:
     torch.testing.assert_close(out.out, x + out.residual)  # x̃ = x + r, no tanh
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_transformer_last_conv_equals_the_padded_layer_list(channels_last: bool) -> None:
+    """forward() skips ZeroPad2d((1, 2, 1, 2)) by padding the last conv by 2 and dropping its
+    first row and column: the same residual (and gradients) as running the layer list."""
+    g = ResidualTransformer(info=DataInfo(resolution=32), width=8).train()
+    x = torch.randn(3, 3, 32, 32)
+    if channels_last:
+        g, x = g.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    r = g(x).residual
+    (gx_fast,) = torch.autograd.grad(r.square().sum(), x)
+    ref = g.net(x)  # the layers as listed, with the explicit padding (BatchNorm in train mode: same batch)
+    (gx_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    torch.testing.assert_close(r, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gx_fast, gx_ref, atol=1e-5, rtol=1e-5)
+    assert r.shape == (3, 3, 32, 32)
+
+
 def test_discriminator_shapes_and_parameters_at_128px() -> None:
     # Hand count at width 64, 128 px → five 4x4/2 convs (128→64→32→16→8→4), first without BN (has bias):
     #   conv   3→64   : 16·3·64      =     3,072 + bias 64    =     3,136
