@@ -44,6 +44,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -54,7 +55,23 @@ from gancore.schedule import Context, Phase, Schedule, Stream
 from .fusion import drop_confidences, fuse, group_count, local_groups
 from .losses import IdentityLoss, PoseLoss, SyntheticLoss
 
-__all__ = ["DRGANSchedule", "Syntheses", "to_channels"]
+__all__ = ["DRGANSchedule", "Syntheses", "to_channels", "random_crops"]
+
+
+def random_crops(x: torch.Tensor, jitter: float) -> torch.Tensor:
+    """Translation jitter as the public code does it ("pad to 110, random crop 96"): pad
+    ``[B, C, R, R]`` by ``round(jitter·R/2)`` pixels per side (edge pixels repeated) and cut
+    an R×R window at a random place per image; the face keeps its scale."""
+    b, _, r, _ = x.shape
+    pad = int(round(jitter * r / 2))
+    if pad <= 0:
+        return x
+    big = F.pad(x, (pad, pad, pad, pad), mode="replicate")  # [B, C, R + 2p, R + 2p]
+    off = torch.randint(0, 2 * pad + 1, (b, 2), device=x.device)  # [B, (dy, dx)]
+    rows = off[:, :1] + torch.arange(r, device=x.device)  # [B, R]
+    cols = off[:, 1:] + torch.arange(r, device=x.device)  # [B, R]
+    bi = torch.arange(b, device=x.device)[:, None, None]
+    return big.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
 def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
@@ -107,6 +124,11 @@ class DRGANSchedule(Schedule):
             description="'softmax': the synthetic class of D's identity softmax (paper); 'separate': a sigmoid real/fake unit "
             "with the core adversarial terms (a public reimplementation); set the same on [parts.D]",
         )
+        jitter: float = Field(
+            0.0, ge=0.0, le=1.0,
+            description="random crops: each image padded by jitter/2 of its side per edge and cropped back at a "
+            "random place (the paper's 110 -> 96 crops: 0.146); 0 = off",
+        )
         noise: Literal["uniform", "zero"] = Field("uniform", description="z during training: U(-1, 1) (paper) or 0")
         sample_faces: int = Field(6, ge=1, description="faces (rows) in the sample grid")
 
@@ -136,8 +158,12 @@ class DRGANSchedule(Schedule):
 
     # -- shared forward results -----------------------------------------------------------------
     def _real(self, ctx: Context) -> torch.Tensor:
-        b = ctx.batch["batch"]
-        return to_channels(b["image"], ctx.nets.plain("G_enc").in_channels)
+        """The batch's images as the networks see them (channels, random crops), made once."""
+        def make() -> torch.Tensor:
+            x = to_channels(ctx.batch["batch"]["image"], ctx.nets.plain("G_enc").in_channels)
+            return random_crops(x, self.config.jitter) if self.config.jitter > 0 else x
+
+        return ctx.once("real", make)
 
     def _groups(self, ctx: Context) -> tuple[torch.Tensor, int]:
         b = ctx.batch["batch"]
@@ -168,15 +194,17 @@ class DRGANSchedule(Schedule):
             enc = ctx.nets.G_enc(x)  # Encoded(f [N, F], omega [N]): once per image
             pose_g, z_g = self._codes(ctx)
             pose, z = pose_g[group], z_g[group]  # every image of a group gets its group's c and z
-            single = ctx.nets.G_dec(enc.f, pose, z)  # [N, C, R, R]
             ident = ctx.batch["batch"]["identity"].long()
             group_identity = ident.new_full((groups,), -1).scatter(0, group, ident)  # [G]
             if not self.multi:
+                single = ctx.nets.G_dec(enc.f, pose, z)  # [N, C, R, R]
                 return Syntheses(single, single[:0], pose, pose_g[:0], group_identity[:0])
             omega = drop_confidences(enc.omega, group, groups, self.config.omega_dropout)
             fused_f = fuse(enc.f, omega, group, groups)  # [G, F]
-            fused = ctx.nets.G_dec(fused_f, pose_g, z_g)  # [G, C, R, R]
-            return Syntheses(single, fused, pose, pose_g, group_identity)
+            # the n single syntheses and the fused one in one decoder pass (one batch-norm batch)
+            out = ctx.nets.G_dec(torch.cat([enc.f, fused_f]), torch.cat([pose, pose_g]), torch.cat([z, z_g]))
+            n = x.shape[0]
+            return Syntheses(out[:n], out[n:], pose, pose_g, group_identity)
 
         return ctx.once("syntheses", make)
 
