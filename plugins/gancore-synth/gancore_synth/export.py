@@ -32,6 +32,8 @@ FORMATS = ("celeba", "utkface", "multipie", "cfp", "chairs3d", "folder")
 
 #: a representative age of each CAAE age group (for sources with ``age_group`` only).
 _GROUP_AGE = (3, 8, 13, 18, 25, 35, 45, 55, 65, 75)
+#: genuine (and as many impostor) pairs per fold of CFP's verification protocol.
+_CFP_PAIRS = 350
 #: expression index → (session, recording) in Multi-PIE's capture protocol.
 _EXPRESSION_RECORDING = {0: (1, 1), 1: (1, 2), 2: (2, 2), 3: (2, 3), 4: (3, 3), 5: (4, 3)}
 
@@ -302,6 +304,61 @@ class _Cfp(_Writer):
         kind = "profile" if profile else "frontal"
         self.count[subject, kind] += 1
         return f"Data/Images/{subject:03d}/{kind}/{self.count[subject, kind]:02d}.jpg", self.saver("jpg")
+
+    def finish(self) -> None:
+        """``Protocol/`` as CFP ships it, so the 10-fold verification protocol runs on the export.
+
+        ``Pair_list_F.txt`` / ``Pair_list_P.txt`` number the frontal / profile images from 1
+        (``"index ../Data/Images/NNN/frontal/NN.jpg"``); ``Split/{FF,FP}/NN/{same,diff}.txt``
+        hold ``i,j`` pairs of those numbers (FP: frontal first).  As in CFP the folds are
+        identity-disjoint: subjects are dealt round-robin into 10 folds (fewer when there are
+        under 20 subjects, so that each fold has two).
+        Each fold gets up to ``pairs_per_fold`` genuine pairs (two frontal images of one subject;
+        FP: a frontal and a profile one) and as many impostor pairs (two subjects of the fold),
+        drawn with a fixed seed.
+        """
+        proto = self.out / "Protocol"
+        frontal, profile = {}, {}
+        for rel, _ in self.rows:
+            parts = rel.split("/")  # Data/Images/NNN/kind/NN.jpg
+            (profile if parts[3] == "profile" else frontal)[rel] = len(profile if parts[3] == "profile" else frontal) + 1
+        proto.mkdir(parents=True, exist_ok=True)
+        for name, table in (("Pair_list_F.txt", frontal), ("Pair_list_P.txt", profile)):
+            (proto / name).write_text("".join(f"{i} ../{rel}\n" for rel, i in table.items()))
+        by_subject: dict[int, dict[str, list[int]]] = {}
+        for rel, i in [*frontal.items(), *profile.items()]:
+            parts = rel.split("/")
+            by_subject.setdefault(int(parts[2]), {"frontal": [], "profile": []})[parts[3]].append(i)
+        subjects = sorted(s for s, v in by_subject.items() if v["frontal"])
+        folds = min(10, len(subjects) // 2)
+        if folds < 2:
+            return  # a 10-fold protocol needs two folds of two subjects at least
+        rng = np.random.default_rng(0)
+        for setting, second in (("FF", "frontal"), ("FP", "profile")):
+            for k in range(folds):
+                members = subjects[k::folds]
+                same = []
+                for s in members:
+                    a_list, b_list = by_subject[s]["frontal"], by_subject[s][second]
+                    same += [(a, b) for a in a_list for b in b_list if setting == "FP" or a < b]
+                if len(same) > _CFP_PAIRS:
+                    same = [same[j] for j in sorted(rng.choice(len(same), _CFP_PAIRS, replace=False))]
+                diff = []
+                cands = [s for s in members if by_subject[s][second]]
+                tries = 0
+                while len(diff) < len(same) and len(members) > 1 and cands and tries < 100 * _CFP_PAIRS:
+                    tries += 1
+                    sa, sb = rng.choice(members), rng.choice(cands)
+                    if sa == sb:
+                        continue
+                    a = int(rng.choice(by_subject[sa]["frontal"]))
+                    b = int(rng.choice(by_subject[sb][second]))
+                    if (a, b) not in diff:
+                        diff.append((a, b))
+                fold_dir = proto / "Split" / setting / f"{k + 1:02d}"
+                fold_dir.mkdir(parents=True, exist_ok=True)
+                (fold_dir / "same.txt").write_text("".join(f"{a},{b}\n" for a, b in same))
+                (fold_dir / "diff.txt").write_text("".join(f"{a},{b}\n" for a, b in diff))
 
 
 class _Chairs3d(_Writer):
