@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import Any
 
@@ -56,6 +57,8 @@ def configure_rotate(parser: argparse.ArgumentParser) -> None:
                        help="poses of the strip in degrees, e.g. -90,-45,0,45,90 (default: every pose of the run; "
                             "pose indices for runs whose data has no angles)")
     group.add_argument("--frontal", action="store_true", help="render the frontal face and paste it back into the (first) photo")
+    # let "--yaw -90,-45,0" through: argparse takes only plain negative numbers for values
+    parser._negative_number_matcher = re.compile(r"^-\d[\d.,-]*$")  # noqa: SLF001 - no public hook for this
 
 
 def configure_verify(parser: argparse.ArgumentParser) -> None:

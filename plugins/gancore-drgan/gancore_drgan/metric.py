@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from gancore.data.base import DataError
 from gancore.metrics import Metric
 from gancore.parts import Config
 
@@ -68,8 +69,9 @@ SCHEDULE = "drgan.schedule"
 VERIFY_FILE = "drgan_verify.json"
 
 
-class MetricError(ValueError):
-    """The run or the data cannot be evaluated this way; the message says why."""
+class MetricError(DataError):
+    """The run or the data cannot be evaluated this way; the message says why (the CLI
+    prints it and exits with status 2, as for other data errors)."""
 
 
 class RecognitionConfig(Config):
@@ -84,6 +86,7 @@ class RecognitionConfig(Config):
     multi_yaw: float = Field(60.0, ge=0, description="multi-image sets are drawn from probes within +-this yaw")
     pose_faces: int = Field(96, ge=1, description="held-out faces rotated to every pose (pose control, rotation error)")
     identity_faces: int = Field(32, ge=0, description="of those, faces whose rotations get the 10-identity check")
+    mean_faces: int = Field(64, ge=1, description="training images per pose averaged into the mean-face baseline")
     classifier_steps: int = Field(300, ge=1, description="Adam steps of the held-apart pose classifier")
     classifier_batch: int = Field(64, ge=2)
     figure_faces: int = Field(4, ge=0, description="faces in drgan_rotations.png")
@@ -163,7 +166,7 @@ class PoseClassifier(nn.Module):
 def train_pose_classifier(source: Any, poses: int, channels: int, steps: int, batch: int, seed: int) -> PoseClassifier:
     """Train the held-apart pose classifier on ``source``'s images and pose labels."""
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)
         clf = PoseClassifier(channels, poses)
         opt = torch.optim.Adam(clf.parameters(), lr=2e-3)
@@ -207,20 +210,23 @@ def verification_pairs(f: torch.Tensor, ids: torch.Tensor, pairs: int, gen: torc
     return (fa * fb).sum(1), torch.tensor(same)
 
 
-def verification_threshold(run: Any, pairs: int = 2000, seed: int = 0) -> dict[str, Any]:
+def threshold_from_features(f: torch.Tensor, ids: torch.Tensor, pairs: int, gen: torch.Generator) -> dict[str, Any]:
+    """The best-accuracy cosine threshold on random genuine and impostor pairs of features ``f``."""
+    scores, same = verification_pairs(f, ids, pairs, gen)
+    t, acc = protocol.best_threshold(scores, same)
+    e, _ = protocol.eer(scores, same)
+    return {"threshold": t, "accuracy": acc, "eer": e, "pairs": int(same.numel()),
+            "identities": int(ids.unique().numel()), "chosen_on": "test split (held-out identities)"}
+
+
+def verification_threshold(run: Any, images: int = 1000, pairs: int = 2000, seed: int = 0) -> dict[str, Any]:
     """The same/different threshold of ``gancore verify``, chosen on held-out identities: the
     cosine with the best accuracy on random genuine and impostor pairs of the test split."""
     source = _test_source(run)
-    labels = source.labels()
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(source), generator=gen)[: min(len(source), 2000)]
-    b = source.load(idx.tolist())
-    f, _ = encode(run.nets["G_enc"], b["image"])
-    scores, same = verification_pairs(f, labels["identity"][idx], pairs, gen)
-    t, acc = protocol.best_threshold(scores, same)
-    e, _ = protocol.eer(scores, same)
-    return {"threshold": t, "accuracy": acc, "eer": e, "pairs": int(same.numel()), "identities":
-            int(labels["identity"][idx].unique().numel()), "step": run.step, "chosen_on": "test split (held-out identities)"}
+    idx = torch.randperm(len(source), generator=gen)[: min(len(source), images)]
+    f, _ = encode(run.nets["G_enc"], source.load(idx.tolist())["image"])
+    return {**threshold_from_features(f, source.labels()["identity"][idx], pairs, gen), "step": run.step}
 
 
 def write_verify_file(run: Any, result: dict[str, Any]) -> Path:
@@ -300,21 +306,23 @@ class RecognitionMetric(Metric):
             "gallery_light": gallery_light if light_key else None, "expressions": c.expressions,
             "yaws": yaws, "train_identities": int(run.info.label_classes.get("identity", 0)),
         }
-        for name, feats in (("rank1", f), ("rank1_pixels", pix), ("rank1_untrained", f0)):
+        # model: f(x); baseline: raw pixels; also the untrained network (the naming rule of gancore.metrics)
+        for name, feats in (("", f), ("_baseline", pix), ("_untrained", f0)):
             ok = protocol.rank1(feats[: len(gallery)], g_ids, feats[len(gallery) :], p_ids).float()
             per = [float(ok[(p_yaw - y).abs() < 1e-3].mean()) for y in yaws]
-            out[f"{name}_by_yaw"] = [round(v, 4) for v in per]
             within = [v for y, v in zip(yaws, per) if abs(y) <= 60 + 1e-3]
-            out[f"{name}_avg60"] = round(sum(within) / len(within), 4) if within else None
-            out[f"{name}_all"] = round(float(ok.mean()), 4)
-        out["rank1_beats_pixels"] = bool(out["rank1_avg60"] > out["rank1_pixels_avg60"])
+            out[f"rank1_avg60{name}"] = round(sum(within) / len(within), 4) if within else None
+            out[f"rank1_all{name}"] = round(float(ok.mean()), 4)
+            out[f"rank1{name}_by_yaw"] = [round(v, 4) for v in per]
+        out["rank1_beats_pixels"] = bool(out["rank1_avg60"] > out["rank1_avg60_baseline"])
         out.update(self._multi_curve(f, omega, p_ids, p_yaw, f[: len(gallery)], g_ids, gen,
                                      with_mean=bool(getattr(enc.config, "confidence", False))))
         out.update(self._rotations(run, source, train_src, model_yaws, probes, p_img, gen))
-        thr = verification_threshold(run)
+        thr = {**threshold_from_features(f, ident[every], 2000, gen), "step": run.step}  # the probes' features
         write_verify_file(run, thr)
         out["verify_threshold"] = round(thr["threshold"], 4)
         out["verify_accuracy_heldout"] = round(thr["accuracy"], 4)
+        out["verify_threshold_file"] = str(Path(run.dir) / VERIFY_FILE)
         return out
 
     def _multi_curve(self, f: torch.Tensor, omega: torch.Tensor, p_ids: torch.Tensor, p_yaw: torch.Tensor,
@@ -353,7 +361,10 @@ class RecognitionMetric(Metric):
                 if not suffix:
                     curve["eer"].append(round(protocol.eer(scores, same)[0], 4))
         r = curve["rank1"]
-        return {"multi": curve, "multi_beats_single": bool(len(r) > 1 and all(v > r[0] for v in r[1:]))}
+        out: dict[str, Any] = {"multi_n": curve.pop("n")}
+        out.update({f"multi_{k}_by_n": v for k, v in curve.items()})
+        out["multi_beats_single"] = bool(len(r) > 1 and all(v > r[0] for v in r[1:]))
+        return out
 
     # -- pose control and rotation error ----------------------------------------------------------
     def _truth(self, source: Any, labels: dict[str, torch.Tensor], idx: list[int], yaw: float,
@@ -403,12 +414,13 @@ class RecognitionMetric(Metric):
         elif test_pose is not None:
             out["pose_classifier_accuracy"] = round(float((clf(x).argmax(1) == test_pose).float().mean()), 4)
         acc = [float((clf(rot[p]).argmax(1) == p).float().mean()) for p in range(poses)]
-        out["pose_control_by_pose"] = [round(v, 4) for v in acc]
         out["pose_control"] = round(sum(acc) / poses, 4)
+        out["pose_control_baseline"] = round(1 / poses, 4)  # chance
+        out["pose_control_by_pose"] = [round(v, 4) for v in acc]
         out["pose_yaws"] = model_yaws
-        # rotation error against the truth, with the do-nothing and mean-face baselines
-        mean_face = self._mean_faces(train_src, poses, ch)
-        err: dict[str, list[float | None]] = {"model": [], "do_nothing": [], "mean_face": []}
+        # rotation error against the truth; baseline: do nothing (the input itself); also the mean face
+        mean_face = self._mean_faces(train_src, poses, ch, c.mean_faces)
+        err: dict[str, list[float | None]] = {"": [], "_baseline": [], "_mean_face": []}
         truths = []
         for p in range(poses):
             t = self._truth(source, labels, idx, model_yaws[p], ch) if model_yaws is not None else None
@@ -417,22 +429,22 @@ class RecognitionMetric(Metric):
                 for k in err:
                     err[k].append(None)
                 continue
-            err["model"].append(round(float(_mse(rot[p], t).mean()), 5))
-            err["do_nothing"].append(round(float(_mse(x, t).mean()), 5))
-            err["mean_face"].append(round(float(_mse(mean_face[p].expand_as(t), t).mean()), 5))
-        out["rotation_mse_by_pose"] = err
+            err[""].append(round(float(_mse(rot[p], t).mean()), 5))
+            err["_baseline"].append(round(float(_mse(x, t).mean()), 5))
+            err["_mean_face"].append(round(float(_mse(mean_face[p].expand_as(t), t).mean()), 5))
         front = frontal_pose(model_yaws, poses)
-        if err["model"][front] is not None:
-            out["frontal_mse"] = err["model"][front]
-            out["frontal_mse_do_nothing"] = err["do_nothing"][front]
-            out["frontal_mse_mean_face"] = err["mean_face"][front]
+        if err[""][front] is not None:
+            for k, v in err.items():
+                out[f"frontal_mse{k}"] = v[front]
             out["frontal_psnr"] = round(_psnr(out["frontal_mse"]), 3)
-            out["frontal_beats_baselines"] = bool(out["frontal_mse"] < min(out["frontal_mse_do_nothing"],
+            out["frontal_psnr_baseline"] = round(_psnr(out["frontal_mse_baseline"]), 3)
+            out["frontal_beats_baselines"] = bool(out["frontal_mse"] < min(out["frontal_mse_baseline"],
                                                                              out["frontal_mse_mean_face"]))
-            valid = [p for p in range(poses) if err["model"][p] is not None]
-            out["rotation_mse"] = round(sum(err["model"][p] for p in valid) / len(valid), 5)
-            out["rotation_mse_do_nothing"] = round(sum(err["do_nothing"][p] for p in valid) / len(valid), 5)
-            out["rotation_mse_mean_face"] = round(sum(err["mean_face"][p] for p in valid) / len(valid), 5)
+            valid = [p for p in range(poses) if err[""][p] is not None]
+            for k, v in err.items():
+                out[f"rotation_mse{k}"] = round(sum(v[p] for p in valid) / len(valid), 5)
+            for k, v in err.items():
+                out[f"rotation_mse{k}_by_pose"] = v
         if _synthetic(source) and model_yaws is not None and c.identity_faces > 0:
             out.update(self._identity_kept(source, idx[: c.identity_faces], rot[:, : c.identity_faces], model_yaws, ch, gen))
         out.update(self._figures(run, x, rot, truths))
@@ -473,8 +485,8 @@ class RecognitionMetric(Metric):
             d = (truth - rot[:, j : j + 1]).square().flatten(2).mean(2)  # [P, K]
             wins += (d.argmin(1) == 0).float()
         per = (wins / len(idx)).tolist()
-        return {"identity_kept_by_pose": [round(v, 4) for v in per], "identity_kept": round(sum(per) / len(per), 4),
-                "identity_kept_chance": round(1 / (others + 1), 4)}
+        return {"identity_kept": round(sum(per) / len(per), 4), "identity_kept_baseline": round(1 / (others + 1), 4),
+                "identity_kept_by_pose": [round(v, 4) for v in per]}
 
     def _figures(self, run: Any, x: torch.Tensor, rot: torch.Tensor, truths: list[torch.Tensor | None]) -> dict[str, Any]:
         from gancore.engine import save_grid

@@ -98,6 +98,10 @@ class DRGANSchedule(Schedule):
     """DR-GAN (Tran, Yin & Liu 2017): D step, then G step, on syntheses made once; single- or multi-image."""
 
     roles = {"G_enc": "encoder", "G_dec": "generator", "D": "discriminator"}
+    calls = {"G_enc": "G_enc(x [N, C, R, R]) -> Encoded(f [N, F], omega [N])  (reads G_enc.in_channels)",
+             "G_dec": "G_dec(f [N, F], pose [N], z [N, z_dim]) -> image [N, C, R, R]  (reads G_dec.poses, G_dec.z_dim)",
+             "D": "D(image [N, C, R, R]) -> DiscOutput(logits [N, N_d + 1], extra = {pose: [N, N_p]"
+                  "(, realfake: [N])})  (reads D.separate)"}
 
     class Config(Config):
         images: int = Field(1, ge=1, le=64, description="images per subject: 1 = single-image DR-GAN, n > 1 = multi-image with n_max = n")

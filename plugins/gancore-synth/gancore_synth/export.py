@@ -343,22 +343,32 @@ class _Cfp(_Writer):
                     same += [(a, b) for a in a_list for b in b_list if setting == "FP" or a < b]
                 if len(same) > _CFP_PAIRS:
                     same = [same[j] for j in sorted(rng.choice(len(same), _CFP_PAIRS, replace=False))]
-                diff = []
-                cands = [s for s in members if by_subject[s][second]]
-                tries = 0
-                while len(diff) < len(same) and len(members) > 1 and cands and tries < 100 * _CFP_PAIRS:
-                    tries += 1
-                    sa, sb = rng.choice(members), rng.choice(cands)
-                    if sa == sb:
-                        continue
-                    a = int(rng.choice(by_subject[sa]["frontal"]))
-                    b = int(rng.choice(by_subject[sb][second]))
-                    if (a, b) not in diff:
-                        diff.append((a, b))
+                diff = _impostor_pairs(by_subject, members, second, len(same), rng)
                 fold_dir = proto / "Split" / setting / f"{k + 1:02d}"
                 fold_dir.mkdir(parents=True, exist_ok=True)
                 (fold_dir / "same.txt").write_text("".join(f"{a},{b}\n" for a, b in same))
                 (fold_dir / "diff.txt").write_text("".join(f"{a},{b}\n" for a, b in diff))
+
+
+def _impostor_pairs(by_subject: dict[int, dict[str, list[int]]], members: list[int], second: str, want: int,
+                    rng: np.random.Generator) -> list[tuple[int, int]]:
+    """``want`` distinct (frontal of one subject, ``second`` image of another) pairs among
+    ``members``, drawn at random (all of them when there are no more than ``want``)."""
+    first = [(s, i) for s in members for i in by_subject[s]["frontal"]]
+    other = [(s, j) for s in members for j in by_subject[s][second]]
+    possible = len(first) * len(other) - sum(len(by_subject[s]["frontal"]) * len(by_subject[s][second]) for s in members)
+    if possible <= want:
+        return [(i, j) for s, i in first for t, j in other if s != t]
+    chosen: dict[tuple[int, int], None] = {}
+    while len(chosen) < want:
+        a = rng.integers(len(first), size=2 * want)
+        b = rng.integers(len(other), size=2 * want)
+        for x, y in zip(a.tolist(), b.tolist()):
+            if first[x][0] != other[y][0]:
+                chosen.setdefault((first[x][1], other[y][1]), None)
+                if len(chosen) == want:
+                    break
+    return list(chosen)
 
 
 class _Chairs3d(_Writer):
