@@ -113,8 +113,9 @@ def _boxes(boxes: list[str] | None, n: int) -> list[str | None]:
     return list(boxes)
 
 
-def face_crops(photos: list[str], resolution: int, boxes: list[str] | None) -> Any:
-    """The aligned crop of each photo's largest face (or its ``--box``): ``[N, 3, R, R]``."""
+def face_crops(photos: list[str], resolution: int, boxes: list[str] | None, report: bool = True) -> Any:
+    """The aligned crop of each photo's largest face (or its ``--box``): ``[N, 3, R, R]``; with
+    ``report``, one line per photo naming the box it used (``x,y,w,h``, what ``--box`` takes)."""
     import torch
 
     from gancore.photo import apply_to_photo
@@ -123,6 +124,9 @@ def face_crops(photos: list[str], resolution: int, boxes: list[str] | None) -> A
     for photo, box in zip(photos, _boxes(boxes, len(photos))):
         res = apply_to_photo(photo, lambda c: c, resolution, out_path=None, box=box)
         crops.append(res.crops[0])
+        if report:
+            x, y, w, h = res.faces[0].box
+            print(f"{photo}: the face at {x},{y},{w},{h} ({res.faces[0].source})")
     return torch.stack(crops)
 
 
@@ -213,7 +217,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
     try:
         run = load_drgan_run(args.run, args.checkpoint)
-        crops = face_crops([args.photo_a, args.photo_b], run.info.resolution, args.box)
+        crops = face_crops([args.photo_a, args.photo_b], run.info.resolution, args.box, report=not args.json)
         f, _ = encode(run.nets["G_enc"], crops)
         cos = float(F.cosine_similarity(f[0:1], f[1:2]))
         if args.threshold is not None:

@@ -247,8 +247,10 @@ def test_two_step_train_of_the_multi_image_recipe(multi_run: Path) -> None:
     assert _weights(multi_run, 2)["G_enc.trunk.blocks.4.3.weight"].shape[0] == 41  # 40 + the omega channel
 
 
-def test_two_step_train_of_the_cpu_recipe(single_run: Path) -> None:
+def test_two_step_train_of_the_cpu_recipes(single_run: Path, tmp_path: Path) -> None:
     _check_trained(single_run, {"D/d_id_real", "G/g_id"})
+    multi = _smoke("drgan-multi-cpu.toml", tmp_path, ["train.batch_size=2"])
+    _check_trained(multi, {"D/d_synthetic", "G/g_id_fused", "G/g_pose_fused"})
 
 
 def test_checkpoint_reload_gives_the_same_rotation(multi_run: Path) -> None:
