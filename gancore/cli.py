@@ -59,6 +59,9 @@ def build_parser(host: Any) -> argparse.ArgumentParser:
     p.add_argument("run", type=Path)
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--json", action="store_true", help="print the raw results as JSON instead of the table")
+    p.add_argument("--protocol", default=None, metavar="NAME",
+                   help="run the metrics that offer this evaluation protocol (e.g. 'cfp'); writes RUN/eval-NAME.json")
+    p.add_argument("--root", type=Path, default=None, metavar="PATH", help="the data folder the protocol reads (e.g. a CFP root)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("plugins", help="list installed plugins and what they registered")
@@ -145,17 +148,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .metrics import format_report
     from .runs import load_run
 
+    protocol = getattr(args, "protocol", None)
+    root = getattr(args, "root", None)
+    if root is not None and protocol is None:
+        return _fail("gancore eval: --root names the data of a protocol; give --protocol NAME as well")
     run = load_run(args.run, args.checkpoint)
     results: dict[str, Any] = {"run": str(run.dir), "step": run.step, "schedule": run.schedule_name}
-    applied = []
+    applied, offered = [], set()
     for spec in gancore.registry().list("metric"):
         metric = spec.build()
-        if metric.applies_to(run.schedule_name):
-            applied.append(spec.name)
-            results[spec.name] = metric.compute(run)
+        if not metric.applies_to(run.schedule_name):
+            continue
+        if protocol is not None:  # a metric's own protocol: its Config takes `protocol` (and `root`)
+            offered |= set(metric.protocols)
+            if protocol not in metric.protocols:
+                continue
+            metric = spec.build({"protocol": protocol, **({"root": str(root)} if root is not None else {})})
+        applied.append(spec.name)
+        results[spec.name] = metric.compute(run)
     if not applied:
+        if protocol is not None:
+            have = ", ".join(sorted(offered)) or "none"
+            return _fail(f"gancore eval: no installed metric of schedule {run.schedule_name!r} offers protocol "
+                         f"{protocol!r} (offered: {have})")
         return _fail(f"no installed metric evaluates runs of schedule {run.schedule_name!r}")
-    out_json, out_md = run.dir / "eval.json", run.dir / "eval.md"
+    stem = f"eval-{protocol}" if protocol is not None else "eval"
+    out_json, out_md = run.dir / f"{stem}.json", run.dir / f"{stem}.md"
     _write_atomic(out_json, json.dumps(results, indent=2) + "\n")
     _write_atomic(out_md, format_report(results, markdown=True, base=run.dir))
     if args.json:

@@ -48,6 +48,10 @@ class Metric:
     kind: ClassVar[str] = "metric"
     #: names of the schedules whose runs this metric evaluates ("*" for all).
     schedules: ClassVar[tuple[str, ...]] = ()
+    #: evaluation protocols the metric offers besides its default one (``gancore eval RUN
+    #: --protocol NAME [--root PATH]``); a metric that lists any has ``protocol`` and ``root``
+    #: keys in its Config, which ``gancore eval`` sets.
+    protocols: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         self.config = make_config(type(self), config, overrides)

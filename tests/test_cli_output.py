@@ -134,6 +134,61 @@ def test_eval_prints_a_table_and_writes_json_and_markdown(realism_host: None, ba
     assert set(raw) == {"run", "step", "schedule", "fake.realism"} and raw["step"] == 1
 
 
+class _Holdout(Metric):
+    """A metric with a second protocol that reads a data folder (like drgan.recognition's 'cfp')."""
+
+    schedules = ("alternating",)
+    protocols = ("folder",)
+
+    class Config(Metric.Config):
+        protocol: str = "default"
+        root: str | None = None
+
+    def compute(self, run: Any) -> dict[str, Any]:
+        return {"protocol": self.config.protocol, "root": self.config.root, "n": 1}
+
+
+def test_eval_protocol_runs_only_the_metrics_that_offer_it(monkeypatch: pytest.MonkeyPatch, basic_recipe: dict,
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from gancore.testing import smoke_train
+
+    module = types.ModuleType("fake_holdout_plugin")
+
+    @hookimpl
+    def register_parts(register: Any) -> None:
+        register("fake.realism", _Realism, "test metric")
+        register("fake.holdout", _Holdout, "test metric with a protocol")
+
+    module.register_parts = register_parts
+    module.GANCORE_PLUGIN_API = PLUGIN_API
+
+    class EntryPoint:
+        name, value, dist = "fake", "fake_holdout_plugin", None
+
+        def load(self) -> types.ModuleType:
+            return module
+
+    plugins.reset()
+    monkeypatch.setattr(plugins, "_HOST", plugins.PluginHost(load_only=["fake"], entry_points=[EntryPoint()]))
+    try:
+        run = smoke_train(basic_recipe, tmp_path, steps=1, overrides=["output.checkpoint_every=1"])
+        assert cli.main(["eval", str(run), "--json"]) == 0  # the default: both metrics, default protocol
+        raw = json.loads(capsys.readouterr().out)
+        assert raw["fake.holdout"]["protocol"] == "default" and "fake.realism" in raw
+        assert cli.main(["eval", str(run), "--protocol", "folder", "--root", str(tmp_path), "--json"]) == 0
+        raw = json.loads(capsys.readouterr().out)
+        assert set(raw) == {"run", "step", "schedule", "fake.holdout"}  # only the metric offering it
+        assert raw["fake.holdout"] == {"protocol": "folder", "root": str(tmp_path), "n": 1}
+        assert json.loads((run / "eval-folder.json").read_text()) == raw and (run / "eval-folder.md").is_file()
+        assert json.loads((run / "eval.json").read_text())["fake.holdout"]["protocol"] == "default"  # kept
+        assert cli.main(["eval", str(run), "--protocol", "nope"]) == 2
+        assert "offers protocol 'nope' (offered: folder)" in capsys.readouterr().err
+        assert cli.main(["eval", str(run), "--root", str(tmp_path)]) == 2
+        assert "give --protocol NAME" in capsys.readouterr().err
+    finally:
+        plugins.reset()
+
+
 # ---------------------------------------------------------------------------------------
 # gancore parts: plain text
 

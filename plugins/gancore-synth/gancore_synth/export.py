@@ -35,6 +35,8 @@ _GROUP_AGE = (3, 8, 13, 18, 25, 35, 45, 55, 65, 75)
 #: UTKFace's race field (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others) for a sample without a
 #: race label in 0..4: synthetic faces have none (their skin tone is not a race), so "Others".
 UTKFACE_NO_RACE = 4
+#: genuine (and as many impostor) pairs per fold of CFP's verification protocol.
+_CFP_PAIRS = 350
 #: expression index → (session, recording) in Multi-PIE's capture protocol.
 _EXPRESSION_RECORDING = {0: (1, 1), 1: (1, 2), 2: (2, 2), 3: (2, 3), 4: (3, 3), 5: (4, 3)}
 
@@ -305,6 +307,71 @@ class _Cfp(_Writer):
         kind = "profile" if profile else "frontal"
         self.count[subject, kind] += 1
         return f"Data/Images/{subject:03d}/{kind}/{self.count[subject, kind]:02d}.jpg", self.saver("jpg")
+
+    def finish(self) -> None:
+        """``Protocol/`` as CFP ships it, so the 10-fold verification protocol runs on the export.
+
+        ``Pair_list_F.txt`` / ``Pair_list_P.txt`` number the frontal / profile images from 1
+        (``"index ../Data/Images/NNN/frontal/NN.jpg"``); ``Split/{FF,FP}/NN/{same,diff}.txt``
+        hold ``i,j`` pairs of those numbers (FP: frontal first).  As in CFP the folds are
+        identity-disjoint: subjects are dealt round-robin into 10 folds (fewer when there are
+        under 20 subjects, so that each fold has two).
+        Each fold gets up to ``pairs_per_fold`` genuine pairs (two frontal images of one subject;
+        FP: a frontal and a profile one) and as many impostor pairs (two subjects of the fold),
+        drawn with a fixed seed.
+        """
+        proto = self.out / "Protocol"
+        frontal, profile = {}, {}
+        for rel, _ in self.rows:
+            parts = rel.split("/")  # Data/Images/NNN/kind/NN.jpg
+            (profile if parts[3] == "profile" else frontal)[rel] = len(profile if parts[3] == "profile" else frontal) + 1
+        proto.mkdir(parents=True, exist_ok=True)
+        for name, table in (("Pair_list_F.txt", frontal), ("Pair_list_P.txt", profile)):
+            (proto / name).write_text("".join(f"{i} ../{rel}\n" for rel, i in table.items()))
+        by_subject: dict[int, dict[str, list[int]]] = {}
+        for rel, i in [*frontal.items(), *profile.items()]:
+            parts = rel.split("/")
+            by_subject.setdefault(int(parts[2]), {"frontal": [], "profile": []})[parts[3]].append(i)
+        subjects = sorted(s for s, v in by_subject.items() if v["frontal"])
+        folds = min(10, len(subjects) // 2)
+        if folds < 2:
+            return  # a 10-fold protocol needs two folds of two subjects at least
+        rng = np.random.default_rng(0)
+        for setting, second in (("FF", "frontal"), ("FP", "profile")):
+            for k in range(folds):
+                members = subjects[k::folds]
+                same = []
+                for s in members:
+                    a_list, b_list = by_subject[s]["frontal"], by_subject[s][second]
+                    same += [(a, b) for a in a_list for b in b_list if setting == "FP" or a < b]
+                if len(same) > _CFP_PAIRS:
+                    same = [same[j] for j in sorted(rng.choice(len(same), _CFP_PAIRS, replace=False))]
+                diff = _impostor_pairs(by_subject, members, second, len(same), rng)
+                fold_dir = proto / "Split" / setting / f"{k + 1:02d}"
+                fold_dir.mkdir(parents=True, exist_ok=True)
+                (fold_dir / "same.txt").write_text("".join(f"{a},{b}\n" for a, b in same))
+                (fold_dir / "diff.txt").write_text("".join(f"{a},{b}\n" for a, b in diff))
+
+
+def _impostor_pairs(by_subject: dict[int, dict[str, list[int]]], members: list[int], second: str, want: int,
+                    rng: np.random.Generator) -> list[tuple[int, int]]:
+    """``want`` distinct (frontal of one subject, ``second`` image of another) pairs among
+    ``members``, drawn at random (all of them when there are no more than ``want``)."""
+    first = [(s, i) for s in members for i in by_subject[s]["frontal"]]
+    other = [(s, j) for s in members for j in by_subject[s][second]]
+    possible = len(first) * len(other) - sum(len(by_subject[s]["frontal"]) * len(by_subject[s][second]) for s in members)
+    if possible <= want:
+        return [(i, j) for s, i in first for t, j in other if s != t]
+    chosen: dict[tuple[int, int], None] = {}
+    while len(chosen) < want:
+        a = rng.integers(len(first), size=2 * want)
+        b = rng.integers(len(other), size=2 * want)
+        for x, y in zip(a.tolist(), b.tolist()):
+            if first[x][0] != other[y][0]:
+                chosen.setdefault((first[x][1], other[y][1]), None)
+                if len(chosen) == want:
+                    break
+    return list(chosen)
 
 
 class _Chairs3d(_Writer):

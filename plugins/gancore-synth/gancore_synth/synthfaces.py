@@ -13,7 +13,8 @@ Profiles mimic the datasets of the papers gancore reproduces:
 * ``celeba`` — near-frontal (yaw ±10°), aligned; binary attributes at 30–50 % positives.
 * ``utkface`` — ages spread 0–85 for every identity, near-frontal.
 * ``multipie`` — a fixed set of identities × 13 poses (−90°..90°, 15° steps) × 20 lights ×
-  4 expressions; label ``pose`` is the pose index 0..12.
+  4 expressions; label ``pose`` is the pose index 0..12.  ``poses = "drgan9"`` keeps the 9
+  poses within ±60° (DR-GAN's CVPR protocol; ``pose`` 0..8), or a list of yaws in degrees.
 * ``free`` — every factor random, yaw −90°..90°.
 """
 
@@ -27,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 
 from gancore.data.base import DataConfig, DataError, DataSource
@@ -380,6 +381,8 @@ class SynthSource(DataSource):
             root = Path(c.cache)  # type: ignore[arg-type]
             root.mkdir(parents=True, exist_ok=True)
             fields = {k: v for k, v in c.model_dump().items() if k not in ("cache", "attribute", "device", "aa")}
+            if fields.get("poses") == "all":  # the default: caches written before the key existed stay valid
+                del fields["poses"]
             # the compiled renderer agrees with the eager one to ~1e-6, not bit for bit: a cache
             # filled by one backend is never mixed with the other's images
             compiled = self.device.type == "cpu" and render_backend() == "compiled"
@@ -424,6 +427,26 @@ class SynthFaces(SynthSource):
             "full", description="anti-aliasing: every pixel supersampled, or only pixels with edges / fine texture"
         )
         device: str = Field("cpu", description="torch device that renders (images are returned on the CPU)")
+        poses: Literal["all", "drgan9"] | list[int] = Field(
+            "all",
+            description="profile 'multipie': the poses of the grid: 'all' 13 (-90..90 degrees, 15 apart), 'drgan9' "
+            "the 9 within +-60 (DR-GAN's CVPR protocol), or a list of yaws in degrees; label 'pose' indexes them",
+        )
+
+        @field_validator("poses")
+        @classmethod
+        def _check_poses(cls, v: Any) -> Any:
+            if isinstance(v, list):
+                bad = [y for y in v if y % 15 or not -90 <= y <= 90]
+                if bad or not v or len(set(v)) != len(v):
+                    raise ValueError(f"poses must be distinct yaws among -90, -75, ..., 90 degrees, got {v}")
+            return v
+
+        @model_validator(mode="after")
+        def _poses_need_multipie(self) -> Any:
+            if self.poses != "all" and self.profile != "multipie":
+                raise ValueError(f"poses applies to profile 'multipie' only (profile is {self.profile!r})")
+            return self
 
     provides: ClassVar[tuple[str, ...]] = (
         "identity", "age", "age_group", "gender", "smile", "mouth_open", "eyeglasses", "sunglasses", "beard",
@@ -445,11 +468,26 @@ class SynthFaces(SynthSource):
             return c.size if split == "train" else max(1, c.size // 10)
         return _DEFAULT_SIZE[split]
 
+    def kept_poses(self) -> tuple[int, ...]:
+        """The grid's poses as indices 0..12 of the 13 yaws (−90° + 15° · index), in yaw order."""
+        p = self.config.poses
+        if p == "all":
+            return tuple(range(N_POSES))
+        if p == "drgan9":
+            return tuple(range(2, 11))
+        return tuple(sorted((y + 90) // 15 for y in p))
+
     def _grid_total(self, split: str) -> int:
-        return self._ids(split)[0] * N_POSES * N_LIGHTS * N_EXPRESSIONS
+        return self._ids(split)[0] * len(self.kept_poses()) * N_LIGHTS * N_EXPRESSIONS
 
     def _labels_of(self, f: dict[str, Tensor]) -> dict[str, Tensor]:
-        return face_labels(f)
+        labels = face_labels(f)
+        kept = self.kept_poses()
+        if len(kept) < N_POSES:  # pose indexes the kept poses; any other yaw (a counterfactual) is missing
+            table = torch.full((N_POSES,), -1, dtype=torch.long)
+            table[list(kept)] = torch.arange(len(kept))
+            labels["pose"] = table[labels["pose"]]
+        return labels
 
     def _draw(self, f: dict[str, Tensor], masks: bool) -> RenderOutput:
         return render_faces(_complete(f), self.config.resolution, self.config.supersample, self.device, masks,
@@ -465,7 +503,8 @@ class SynthFaces(SynthSource):
             total = self._grid_total(split)
             stride = _coprime_stride(total)
             g = (idx * stride + _key(c.seed, split) % total) % total
-            pose, g = g % N_POSES, g // N_POSES
+            kept = torch.tensor(self.kept_poses())
+            pose, g = kept[g % len(kept)], g // len(kept)
             light, g = g % N_LIGHTS, g // N_LIGHTS
             expr, local_id = g % N_EXPRESSIONS, g // N_EXPRESSIONS
         else:

@@ -134,6 +134,34 @@ def test_cfp_round_trip(tmp_path):
     assert torch.equal(reader.labels()["identity"], _remapped(src.labels()["identity"][idx]))
 
 
+def test_cfp_export_writes_the_verification_protocol(tmp_path):
+    from gancore_synth.synthfaces import SynthFaces
+
+    src = SynthFaces(profile="multipie", resolution=16, identities=20, size=400)  # ~20 images per identity
+    export(src, "cfp", 400, tmp_path)
+    reader = CFP(root=tmp_path, split="all")
+    proto = reader.protocol
+    assert proto is not None and set(proto.folds) == {"FF", "FP"} and len(proto.folds["FF"]) == 10
+    assert all("/frontal/" in k for k in proto.frontal.values())
+    assert all("/profile/" in k for k in proto.profile.values())
+    ident = reader.labels()["identity"]
+    fold_subjects = []
+    for setting in ("FF", "FP"):
+        for k in range(10):
+            pairs, same = reader.pairs(setting, k)
+            assert len(pairs) > 0 and int(same.sum()) == len(same) - int(same.sum())  # as many impostors
+            a, b = ident[pairs[:, 0]], ident[pairs[:, 1]]
+            assert torch.equal(a == b, same.bool())  # genuine pairs share the subject, impostors do not
+            pose = reader.labels()["pose"]
+            assert bool((pose[pairs[:, 0]] == 0).all())  # the first image is frontal
+            assert bool((pose[pairs[:, 1]] == (1 if setting == "FP" else 0)).all())
+            if setting == "FF":
+                fold_subjects.append(set(a.tolist()) | set(b.tolist()))
+    for i in range(10):  # identity-disjoint folds, as CFP's
+        for j in range(i + 1, 10):
+            assert not fold_subjects[i] & fold_subjects[j]
+
+
 def test_chairs_round_trip(tmp_path):
     src = Fake()
     res = export(src, "chairs3d", 12, tmp_path)

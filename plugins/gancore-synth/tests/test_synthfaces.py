@@ -104,6 +104,27 @@ def test_profiles_label_ranges() -> None:
     assert fr["yaw"].min() < -80 and fr["yaw"].max() > 80
 
 
+def test_multipie_pose_subsets() -> None:
+    full = SynthFaces(profile="multipie", resolution=R, identities=3, size=400)
+    nine = SynthFaces(profile="multipie", resolution=R, identities=3, size=400, poses="drgan9")
+    lab = nine.labels()
+    assert set(lab["pose"].tolist()) == set(range(9)) and nine.info().label_classes["pose"] == 9
+    assert torch.equal(lab["yaw"], lab["pose"].float() * 15 - 60)  # -60..60, as DR-GAN's CVPR protocol
+    three = SynthFaces(profile="multipie", resolution=R, identities=3, size=200, poses=[90, -90, 0]).labels()
+    assert torch.equal(three["yaw"], three["pose"].float() * 90 - 90)  # pose indexes the kept yaws in order
+    # the default keeps the grid (and the cache name) of before the key existed
+    assert torch.equal(full.labels()["pose"], SynthFaces(profile="multipie", resolution=R, identities=3,
+                                                         size=400, poses="all").labels()["pose"])
+    # a counterfactual at a yaw the subset lacks has no pose label
+    f = nine.factors([0])
+    f["yaw"] = torch.tensor([90.0])
+    assert nine._labels_of(f)["pose"].tolist() == [-1]
+    with pytest.raises(ValueError, match="multipie"):
+        SynthFaces(profile="celeba", poses="drgan9")
+    with pytest.raises(ValueError, match="distinct yaws"):
+        SynthFaces(profile="multipie", poses=[10])
+
+
 def test_profile_silhouette_is_not_symmetric() -> None:
     s = src()
     f = s.factors([0, 0])
