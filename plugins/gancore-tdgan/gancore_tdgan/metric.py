@@ -16,11 +16,14 @@ Two baselines that need no TD-GAN:
   (the same chair model at the target view).  It uses every training image with its
   true labels, whatever fraction of tags the model was trained with.
 
-Numbers per tag: ``mse`` over all values (the paper's "all 31 views", the input's own value
-included), ``mse_new`` over the other values, the same for both baselines, per value
-(``*_by_value``) and, for a tag that goes round the circle (chairs' azimuth), per offset from
-the input's value (``*_by_offset``).  Figures under ``RUN/eval/``: ``tdgan_<tag>.png``, rows
-of (input, re-renders at every 30° or at spread values) above the true images.
+Keys per tag T (``eval.json``): ``T.mse_vs_nn`` / ``T.mse_vs_nn_baseline`` and
+``T.mse_vs_copy`` / ``T.mse_vs_copy_baseline``: TD-GAN's MSE over all values (the paper's "all
+31 views", the input's own value included) beside each baseline's; ``T.mse_new_vs_*``: the
+same over the other values only; ``T.mse_over_nn``; per value ``T.mse_by_value``,
+``T.copy_by_value``, ``T.nn_by_value`` and, for a tag that goes round the circle (chairs'
+azimuth), per offset from the input's value ``T.*_by_offset``; ``T.values_worse_than_copy``.
+Figures under ``RUN/eval/``: ``tdgan_<tag>.png``, rows of (input, re-renders at every 30° or
+at spread values) above the true images.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from gancore.parts import Config
 from .schedule import rerender, spread
 from .tagdata import LabelIndex, images_with_tag, nearest_degrees, tag_degrees
 
-__all__ = ["RerenderMetric", "pick_inputs", "nearest", "sweep_scores", "mse_per_sample"]
+__all__ = ["RerenderMetric", "pick_inputs", "nearest", "sweep_scores", "mse_per_sample", "flatten"]
 
 
 def mse_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -91,6 +94,22 @@ def sweep_scores(err: torch.Tensor, own: torch.Tensor, found: torch.Tensor, circ
         off = (torch.arange(k)[None] - own[:, None]) % k  # [N, K]
         out["by_offset"] = [mean(off == j) for j in range(k)]
         out["by_offset"] = [None if v is None else round(v, 6) for v in out["by_offset"]]
+    return out
+
+
+def flatten(tag: str, res: dict[str, Any]) -> dict[str, Any]:
+    """One tag's results as flat ``eval.json`` keys, each model number beside its baseline
+    (gancore's naming rule: ``view.mse_vs_nn`` beside ``view.mse_vs_nn_baseline``)."""
+    out: dict[str, Any] = {f"{tag}.values": res["values"]}
+    for which in ("copy", "nn"):
+        if f"{which}_mse" not in res:
+            continue
+        out[f"{tag}.mse_vs_{which}"], out[f"{tag}.mse_vs_{which}_baseline"] = res["mse"], res[f"{which}_mse"]
+        out[f"{tag}.mse_new_vs_{which}"], out[f"{tag}.mse_new_vs_{which}_baseline"] = res["mse_new"], res[f"{which}_mse_new"]
+    for key in ("mse_over_nn", "pairs_without_truth", "values_worse_than_copy", "degrees_by_value",
+                "mse_by_value", "copy_by_value", "nn_by_value", "mse_by_offset", "copy_by_offset", "nn_by_offset"):
+        if key in res:
+            out[f"{tag}.{key}"] = res[key]
     return out
 
 
@@ -152,9 +171,9 @@ class RerenderMetric(Metric):
         out: dict[str, Any] = {"objects": len(inputs), "step": run.step, "tags": tags}
         for tag in tags:
             res, fig = self._sweep(run, model, test, tl, test_index, inputs, tag, sched.where, train, train_labels, train_index)
-            out[tag] = res
+            out.update(flatten(tag, res))
             if fig:
-                out[tag]["figure_png"] = fig
+                out[f"{tag}.figure_png"] = fig
         return out
 
     @staticmethod

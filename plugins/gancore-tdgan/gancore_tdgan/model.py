@@ -43,15 +43,7 @@ from einops import rearrange
 from pydantic import Field, field_validator
 from torch import nn
 
-from gancore.parts import Config, DataInfo, Discriminator, DiscOutput, Encoder, Generator
-
-try:  # Core 2's generic network kind
-    from gancore.parts import Network
-except ImportError:  # TEMPORARY until Core 2 lands on main (tag core2); removed at the rebase
-    from gancore.parts import Part
-
-    class Network(Part):  # type: ignore[no-redef]
-        kind = "network"
+from gancore.parts import Config, DataInfo, Discriminator, DiscOutput, Encoder, Generator, Network
 
 __all__ = [
     "TDGANDisentangler", "TagMapping", "TDGANGenerator", "TDGANDiscriminator", "Trunk", "DEFAULT_TAGS", "concat_blocks",

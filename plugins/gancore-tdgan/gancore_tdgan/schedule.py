@@ -27,9 +27,11 @@ every image of the iteration: D judges G(R(x)) of tagged and untagged images ali
 **Shared forwards** (``ctx.once``): R(x), g(C), G(g(C)), G(R(x)) and D(G(R(x))) are made
 once and reused by every later phase until a network they went through steps; then the core
 recomputes them, so each step sees the others at their current weights as the alternation
-requires.  Per iteration that is R twice (once without a graph, for D), g twice, G four
-times (G(g(C)) and G(R(x)) in the G step, G(R(x)) again after G stepped, once without a
-graph for D) and D four times; no phase computes gradients for a network it does not train.
+requires.  Per iteration that is R twice (R(x) for the g, G and R steps; once more, without a
+graph, for D), g twice (again after g stepped), G five times (G(g(C)) in g's step; G(g(C))
+again and G(R(x)) in G's; G(R(x)) again in R's; once without a graph for D) and D four times
+(D(G(R(x))) in G's and R's steps, real and fake in D's); no phase computes gradients for a
+network it does not train.
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ from .losses import TagAdversarial, TagConsistency, TagRendering, UntaggedRecons
 __all__ = ["TDGANSchedule", "rerender", "spread"]
 
 
-def rerender(nets: Mapping[str, nn.Module], x: torch.Tensor, tags: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """G(R(x)) with the blocks of ``tags`` (``{tag: class indices [B]}``) replaced by g(tag)."""
-    rep = dict(nets["R"](x))
+def rerender(nets: Mapping[str, nn.Module], x: torch.Tensor, tags: Mapping[str, torch.Tensor] | None = None,
+             rep: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """G(R(x)) with the blocks of ``tags`` (``{tag: class indices [B]}``) replaced by g(tag);
+    ``rep`` is R(x) when the caller already has it (encode once, re-render many times)."""
+    rep = dict(nets["R"](x) if rep is None else rep)
     for tag, values in (tags or {}).items():
         rep[tag] = nets["g"].embed(tag, values.to(x.device))
     return nets["G"](rep)
@@ -68,6 +72,12 @@ class TDGANSchedule(Schedule):
     """TD-GAN (Wang et al. 2017): g, G, R and D steps, each holding the others fixed."""
 
     roles = {"R": "encoder", "g": "network", "G": "generator", "D": "discriminator"}
+    calls = {
+        "R": "R(image [B, C, R, R]) -> {tag: [B, size]} (one block per schedule tag, in order)",
+        "g": "g({tag: class indices [B] long}) -> {tag: [B, size]}; g.embed(tag, values [B]) -> [B, size]; g.classes {tag: K}",
+        "G": "G({tag: [B, size]}) -> image [B, C, R, R] in [-1, 1]",
+        "D": "D(image [B, C, R, R]) -> DiscOutput(logits [B])",
+    }
 
     class Config(Config):
         tags: list[str] = Field(
@@ -182,10 +192,13 @@ class TDGANSchedule(Schedule):
     def _run_D(self, ctx: Context) -> None:
         reals = [ctx.batch["tagged"]["image"]] + ([ctx.batch["untagged"]["image"]] if self.config.semi else [])
         fakes = []
-        for s, x in zip(("tagged", "untagged"), reals):
-            key = "recon" if s == "tagged" else "recon_u"
-            # G(R(x)) at the current R and G, as numbers: D's step needs no graph through them
-            fakes.append(ctx.value(key, lambda x=x: ctx.nets.G(ctx.nets.R(x))))
+        # G(R(x)) at the current R and G (both stepped), as numbers: D's step needs no graph
+        # through them.  ctx.value alone would build that graph and drop it; no_grad skips it
+        # (safe here: D's is the last step of the iteration, no later phase reuses these).
+        with torch.no_grad():
+            for s, x in zip(("tagged", "untagged"), reals):
+                key = "recon" if s == "tagged" else "recon_u"
+                fakes.append(ctx.value(key, lambda x=x: ctx.nets.G(ctx.nets.R(x))))
         ctx["real_logits"] = ctx.nets.D(torch.cat(reals) if len(reals) > 1 else reals[0]).logits
         ctx["fake_logits"] = ctx.nets.D(torch.cat(fakes) if len(fakes) > 1 else fakes[0]).logits
 
@@ -226,7 +239,8 @@ class TDGANSchedule(Schedule):
         x = batch["tagged"]["image"]
         tag = self.sweep_tag()
         k = nets["g"].classes[tag]
-        rows = [("input", x), ("G(R(x))", rerender(nets, x))]
+        rep = nets["R"](x)  # encoded once
+        rows = [("input", x), ("G(R(x))", rerender(nets, x, rep=rep))]
         for v in spread(k, self.config.sample_values):
-            rows.append((f"{tag} {v}", rerender(nets, x, {tag: torch.full((len(x),), v, dtype=torch.long)})))
+            rows.append((f"{tag} {v}", rerender(nets, x, {tag: torch.full((len(x),), v, dtype=torch.long)}, rep=rep)))
         return rows

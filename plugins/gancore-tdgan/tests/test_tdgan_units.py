@@ -253,7 +253,10 @@ def test_rerender_protocol_and_baselines_on_hand_made_data(tmp_path: Path) -> No
     nets = {"R": PerfectNets.R(), "g": PerfectNets.g(), "G": PerfectNets.G()}
     run = _fake_run(tmp_path, nets)
     out = RerenderMetric(figure_objects=2, figure_step=90).compute(run)
-    res = out["view"]
+    res = {k.removeprefix("view."): v for k, v in out.items() if k.startswith("view.")}
+    assert res["mse_vs_nn"] == res["mse_vs_copy"] == res["mse_new_vs_nn"]  # the model's numbers beside each baseline
+    res.update(mse=res["mse_vs_nn"], copy_mse=res["mse_vs_copy_baseline"], copy_mse_new=res["mse_new_vs_copy_baseline"],
+               nn_mse=res["mse_vs_nn_baseline"])
     assert out["objects"] == 2 and out["tags"] == ["view"] and out["step"] == 7
     assert res["mse"] == pytest.approx(0.0, abs=1e-12) and res["pairs_without_truth"] == 0  # a perfect re-renderer
     inputs = pick_inputs(run.data().labels(), torch.ones(8, dtype=torch.bool))
@@ -276,9 +279,10 @@ def test_a_model_that_ignores_the_view_tag_scores_like_copying(tmp_path: Path, m
 
     run = _fake_run(tmp_path, {"R": PerfectNets.R(), "g": PerfectNets.g(), "G": PerfectNets.G()})
     monkeypatch.setattr(metric, "rerender", lambda nets, x, tags=None: x)  # every re-render = the input
-    res = RerenderMetric(nn=False, figure_objects=0).compute(run)["view"]
-    assert res["mse"] == pytest.approx(res["copy_mse"]) and res["mse"] > 0 and "nn_mse" not in res
-    assert res["values_worse_than_copy"] == [] and "figure_png" not in res  # equal is not worse
+    out = RerenderMetric(nn=False, figure_objects=0).compute(run)
+    assert out["view.mse_vs_copy"] == pytest.approx(out["view.mse_vs_copy_baseline"]) and out["view.mse_vs_copy"] > 0
+    assert "view.mse_vs_nn" not in out and "view.figure_png" not in out
+    assert out["view.values_worse_than_copy"] == []  # equal is not worse
 
 
 def test_nearest_and_scores() -> None:
