@@ -156,6 +156,13 @@ def _strip(x: Any, outs: Any) -> Any:
     return rearrange(cols.clamp(-1, 1), "c n ch h w -> ch (n h) (c w)")
 
 
+def _print_faces(faces: Any, line: str) -> None:
+    """One line per face naming its box (``x,y,w,h``, what ``--box`` takes) and its detector."""
+    for row, face in enumerate(faces, 1):
+        x, y, w, h = face.box
+        print(line.format(face=f"the face at {x},{y},{w},{h} ({face.source})", row=row))
+
+
 def run_rerender(args: argparse.Namespace) -> int:
     """The verb: returns 0, or 2 with a one-line message on stderr."""
     from gancore.photo import PhotoError, apply_to_photo, save_image
@@ -183,10 +190,12 @@ def run_rerender(args: argparse.Namespace) -> int:
         elif args.sweep is not None:
             res = apply_to_photo(args.image, lambda c: c, R, out_path=None, box=args.box, all_faces=args.all_faces)
             path = save_image(_strip(res.crops, _renders(run, res.crops, fixed, args.sweep)), args.out)
+            _print_faces(res.faces, "strip row {row}: {face}")
         else:
             res = apply_to_photo(args.image, lambda c: _renders(run, c, fixed, None)[0], R, out_path=args.out,
                                  box=args.box, all_faces=args.all_faces)
             path = res.out_path
+            _print_faces(res.faces, "re-rendered {face}")
         if args.sweep:
             print(f"wrote {path}: input + {classes[args.sweep]} values of {args.sweep} ({what} held)")
         else:

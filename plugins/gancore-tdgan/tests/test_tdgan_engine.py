@@ -269,3 +269,15 @@ def test_rerender_refuses_a_run_of_another_schedule(tmp_path: Path, capsys: pyte
     run = smoke_train(other, tmp_path, steps=1, overrides=["output.checkpoint_every=1"])
     assert rerender(str(tmp_path / "x.png"), "--run", str(run), "--out", str(tmp_path / "o.png")) == 2
     assert "is a run of schedule 'alternating', not 'tdgan.alternating'" in capsys.readouterr().err
+
+
+def test_step_speed_script_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tdgan_step", ROOT / "benchmarks" / "tdgan_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    assert bench.main(["--smoke", "--steps", "2", "--warmup", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["timed_steps"] == 2 and r["img_per_s"] > 0 and r["streams"] == {"tagged": 4}
+    assert r["peak_memory_mib"] is None or r["peak_memory_mib"] > 0
