@@ -19,6 +19,7 @@ per-micro-batch :class:`~gancore.schedule.Context` shared by the phases of an it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -148,9 +149,12 @@ def heldout_batch(resolved: Resolved, n: int) -> tuple[dict[str, dict[str, torch
     streams = resolved.schedule.streams()
     sizes = {name: n for name in streams}
     note = None
+    # a test split keeps every label, so a stream of samples *missing* labels (semi-supervised
+    # training) shows labelled test samples on the grid rather than falling back to training ones
+    test_streams = {name: dataclasses.replace(s, unlabeled=()) for name, s in streams.items()}
     try:
         source = _source(resolved, "test")
-        plan = BatchPlan(source.labels(), streams, n, seed=12345, num_samples=len(source), batch_sizes=sizes)
+        plan = BatchPlan(source.labels(), test_streams, n, seed=12345, num_samples=len(source), batch_sizes=sizes)
     except DataError as e:  # no test split (or none a stream can use): say so, show training images
         note = f"samples are TRAINING images: the data has no usable test split ({e})"
         source = _source(resolved)

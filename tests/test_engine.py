@@ -843,6 +843,14 @@ def test_streams_batch_sizes_missing_labels_and_groups(gtest_plugin, tiny, tmp_p
             assert (ids == ids[0]).all() and len(ids) == min(3, counts[int(ids[0])]) and counts[int(ids[0])] >= 2
 
 
+def test_heldout_grid_of_an_unlabeled_stream_uses_the_test_split(gtest_plugin, tiny):
+    tiny["schedule"] = {"use": "gtest.streams"}
+    tiny["data"] = {"source": "gtest.groups", "resolution": 16, "label_fraction": 0.5, "partial_labels": ["color"]}
+    batch, note = engine.heldout_batch(load_recipe(tiny), 2)
+    assert note is None  # test samples, not a fallback to training images
+    assert (batch["untagged"]["color"] >= 0).all()  # the test split keeps its labels
+
+
 def test_partial_labels_keep_the_requested_fraction():
     src = Blobs(size=200, resolution=8)
     part = PartialLabels(src, 0.1, ["color"])
