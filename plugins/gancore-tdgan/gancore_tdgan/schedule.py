@@ -93,7 +93,7 @@ class TDGANSchedule(Schedule):
         lambda3: float = Field(0.01, ge=0, description="λ3, weight of f3 (adversarial on G(R(x))) in G's, R's and D's steps")
         lambda_u: float | None = Field(None, ge=0, description="λu, weight of f~1 (untagged autoencoding) in G's and R's steps; None: λ2")
         reduction: Literal["sum", "mean"] = Field(
-            "mean", description="squared norms of f1, f2, f~1: 'sum' per sample (the paper's ||.||^2) or 'mean' per element"
+            "sum", description="squared norms of f1, f2, f~1: 'sum' per sample (the paper's ||.||^2) or 'mean' per element"
         )
         mode: Literal["nonsaturating", "minimax", "hinge", "lsgan"] = Field(
             "nonsaturating", description="generator side of f3: 'minimax' is the paper's log(1 - D), 'nonsaturating' -log D"
