@@ -20,6 +20,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 __all__ = ["main", "build_parser"]
 
 
@@ -62,6 +64,8 @@ def build_parser(host: Any) -> argparse.ArgumentParser:
     p.add_argument("--protocol", default=None, metavar="NAME",
                    help="run the metrics that offer this evaluation protocol (e.g. 'cfp'); writes RUN/eval-NAME.json")
     p.add_argument("--root", type=Path, default=None, metavar="PATH", help="the data folder the protocol reads (e.g. a CFP root)")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="METRIC.KEY=VALUE",
+                   help="a metric's option (repeatable), e.g. residual.edit.num_faces=64; `gancore parts --kind metric` lists the keys")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("plugins", help="list installed plugins and what they registered")
@@ -152,18 +156,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     root = getattr(args, "root", None)
     if root is not None and protocol is None:
         return _fail("gancore eval: --root names the data of a protocol; give --protocol NAME as well")
+    specs = gancore.registry().list("metric")
+    options = _metric_options(getattr(args, "options", []), [s.name for s in specs])
+    if isinstance(options, str):
+        return _fail(f"gancore eval: {options}")
     run = load_run(args.run, args.checkpoint)
     results: dict[str, Any] = {"run": str(run.dir), "step": run.step, "schedule": run.schedule_name}
+    if options:
+        results["options"] = {name: dict(values) for name, values in options.items()}
     applied, offered = [], set()
-    for spec in gancore.registry().list("metric"):
+    for spec in specs:
         metric = spec.build()
         if not metric.applies_to(run.schedule_name):
             continue
+        config = dict(options.get(spec.name, {}))
         if protocol is not None:  # a metric's own protocol: its Config takes `protocol` (and `root`)
             offered |= set(metric.protocols)
             if protocol not in metric.protocols:
                 continue
-            metric = spec.build({"protocol": protocol, **({"root": str(root)} if root is not None else {})})
+            config.update({"protocol": protocol, **({"root": str(root)} if root is not None else {})})
+        if config:
+            try:
+                metric = spec.build(config)
+            except ValidationError as e:
+                problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+                return _fail(f"gancore eval: options of metric {spec.name!r}: {problems}")
         applied.append(spec.name)
         results[spec.name] = metric.compute(run)
     if not applied:
@@ -182,6 +199,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(format_report(results), end="")
     print(f"wrote {out_json} and {out_md}", file=sys.stderr)
     return 0
+
+
+def _metric_options(items: list[str], names: list[str]) -> dict[str, dict[str, Any]] | str:
+    """``METRIC.KEY=VALUE`` items → {metric: {key: value}}, or the message naming a bad one.
+
+    METRIC is a registered metric name (they hold dots: the longest that matches is taken); the
+    VALUE is read as in a recipe's ``--set`` (TOML, else a plain string); the metric's own
+    Config checks the keys and values when it is built."""
+    from .recipe import _parse_value
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, eq, text = item.partition("=")
+        owner = max((n for n in names if target.startswith(n + ".")), key=len, default=None)
+        if not eq or owner is None or not target[len(owner) + 1 :]:
+            have = ", ".join(sorted(names)) or "none installed"
+            return f"--set {item!r}: expected METRIC.KEY=VALUE with METRIC one of the metrics ({have})"
+        out.setdefault(owner, {})[target[len(owner) + 1 :]] = _parse_value(text)
+    return out
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -175,9 +175,12 @@ def format_report(results: dict[str, Any], *, markdown: bool = False, base: Path
     embedded with paths relative to ``base``, the folder the Markdown file is written to).
     """
     head = {k: results[k] for k in ("run", "step", "schedule") if k in results}
-    metrics = {k: v for k, v in results.items() if isinstance(v, dict)}
+    metrics = {k: v for k, v in results.items() if isinstance(v, dict) and k != "options"}
     lines: list[str] = []
     where = f"step {head.get('step', '?')}, schedule {head.get('schedule', '?')}"
+    options = ", ".join(f"{m}.{k}={v!r}" for m, kv in results.get("options", {}).items() for k, v in kv.items())
+    if options:
+        where += f"; options {options}"
     if markdown:
         lines += [f"# Evaluation of `{head.get('run', '?')}`", "", where, ""]
     else:

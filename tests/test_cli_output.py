@@ -143,9 +143,10 @@ class _Holdout(Metric):
     class Config(Metric.Config):
         protocol: str = "default"
         root: str | None = None
+        n: int = 1
 
     def compute(self, run: Any) -> dict[str, Any]:
-        return {"protocol": self.config.protocol, "root": self.config.root, "n": 1}
+        return {"protocol": self.config.protocol, "root": self.config.root, "n": self.config.n}
 
 
 def test_eval_protocol_runs_only_the_metrics_that_offer_it(monkeypatch: pytest.MonkeyPatch, basic_recipe: dict,
@@ -185,6 +186,22 @@ def test_eval_protocol_runs_only_the_metrics_that_offer_it(monkeypatch: pytest.M
         assert "offers protocol 'nope' (offered: folder)" in capsys.readouterr().err
         assert cli.main(["eval", str(run), "--root", str(tmp_path)]) == 2
         assert "give --protocol NAME" in capsys.readouterr().err
+        # --set METRIC.KEY=VALUE: one metric's option, checked by its Config, recorded and shown
+        assert cli.main(["eval", str(run), "--set", "fake.holdout.n=3", "--json"]) == 0
+        raw = json.loads(capsys.readouterr().out)
+        assert raw["fake.holdout"]["n"] == 3 and raw["options"] == {"fake.holdout": {"n": 3}}
+        assert "fake.realism" in raw  # the other metric ran with its defaults
+        assert "options fake.holdout.n=3" in (run / "eval.md").read_text().splitlines()[2]
+        assert cli.main(["eval", str(run), "--set", "fake.holdout.n=3", "--protocol", "folder", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["fake.holdout"] == {"protocol": "folder", "root": None, "n": 3}
+        assert cli.main(["eval", str(run), "--set", "fake.holdout.nope=1"]) == 2
+        err = capsys.readouterr().err
+        assert "options of metric 'fake.holdout'" in err and "nope" in err
+        assert cli.main(["eval", str(run), "--set", "fake.holdout.n='many'"]) == 2
+        assert "n:" in capsys.readouterr().err
+        assert cli.main(["eval", str(run), "--set", "other.n=3"]) == 2
+        err = capsys.readouterr().err
+        assert "expected METRIC.KEY=VALUE" in err and "fake.holdout, fake.realism" in err
     finally:
         plugins.reset()
 
