@@ -95,6 +95,13 @@ def test_an_unknown_plugin_is_refused_naming_the_registered_ones() -> None:
                           env=_env(), timeout=120)
     assert proc.returncode == 2
     assert "--plugin nosuch: no such benchmark or plugin" in proc.stderr and "residual (plugin residual)" in proc.stderr
+    # every installed paper plugin registers its benchmarks (the step benchmark is not edited for them)
+    for module, names in [("gancore_caae", ["caae"]), ("gancore_drgan", ["drgan", "drgan-multi"]),
+                          ("gancore_tdgan", ["tdgan-chairs", "tdgan-faces"])]:
+        if importlib.util.find_spec(module) is not None:
+            plugin = module.removeprefix("gancore_")
+            for name in names:
+                assert f"{name} (plugin {plugin})" in proc.stderr, (name, proc.stderr)
 
 
 def test_preloaded_data_serves_the_saved_samples_and_substitutes_the_others(tmp_path: Path) -> None:

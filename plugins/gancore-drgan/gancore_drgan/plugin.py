@@ -59,3 +59,11 @@ def register_commands(register: Any) -> None:
 
     register("rotate", "Rotate the face in photo(s) to other poses with a trained DR-GAN run", configure_rotate, run_rotate)
     register("verify", "Same person or not: compare two photos' DR-GAN identity features", configure_verify, run_verify)
+
+
+@hookimpl
+def register_benchmarks(register: Any) -> None:
+    register("drgan", paper="recipes/drgan.toml", cpu="recipes/drgan-cpu.toml",
+             description="DR-GAN single-image: D and G phases sharing G_enc/G_dec's forward")
+    register("drgan-multi", paper="recipes/drgan-multi.toml", cpu="recipes/drgan-multi-cpu.toml",
+             description="DR-GAN multi-image: groups of images of one subject fused with learned confidences")

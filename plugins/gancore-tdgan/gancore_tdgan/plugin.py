@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gancore import hookimpl, hookspecs
+from gancore import hookimpl
 
 GANCORE_PLUGIN_API = 1
 
@@ -54,11 +54,9 @@ def register_commands(register: Any) -> None:
              configure, run)
 
 
-if hasattr(hookspecs, "register_benchmarks"):  # the step-speed benchmark's hook (issue 13), once the core has it
-
-    @hookimpl
-    def register_benchmarks(register: Any) -> None:
-        register("tdgan-chairs", paper="recipes/tdgan-chairs.toml", cpu="recipes/tdgan-chairs-cpu.toml",
-                 description="TD-GAN chairs: g, G, R and D steps sharing R(x), g(C), G(g(C)), G(R(x))")
-        register("tdgan-faces", paper="recipes/tdgan-faces.toml", cpu="recipes/tdgan-faces-cpu.toml",
-                 description="TD-GAN faces: four tag blocks (identity, pose, light, expression)")
+@hookimpl
+def register_benchmarks(register: Any) -> None:
+    register("tdgan-chairs", paper="recipes/tdgan-chairs.toml", cpu="recipes/tdgan-chairs-cpu.toml",
+             description="TD-GAN chairs: g, G, R and D steps sharing R(x), g(C), G(g(C)), G(R(x))")
+    register("tdgan-faces", paper="recipes/tdgan-faces.toml", cpu="recipes/tdgan-faces-cpu.toml",
+             description="TD-GAN faces: four tag blocks (identity, pose, light, expression)")
