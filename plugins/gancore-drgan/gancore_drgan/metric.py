@@ -43,7 +43,6 @@ EER, AUC; mean ± std over the folds), on any folder in CFP's layout with its
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +53,7 @@ from pydantic import Field
 from torch import nn
 
 from gancore.data.base import DataError
-from gancore.metrics import Metric
+from gancore.metrics import Metric, per_sample_mean, psnr
 from gancore.parts import Config
 
 from . import protocol
@@ -138,11 +137,7 @@ def _test_source(run: Any) -> Any:
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a.float() - b.float()).square().flatten(1).mean(1)
-
-
-def _psnr(mse: float) -> float:
-    return 10 * math.log10(4.0 / max(mse, 1e-12))  # images in [-1, 1]: peak-to-peak 2
+    return per_sample_mean((a.float() - b.float()).square())
 
 
 class PoseClassifier(nn.Module):
@@ -453,8 +448,8 @@ class RecognitionMetric(Metric):
                 continue
             for kind in answers:
                 out[f"frontal_mse{region}{kind}"] = err[f"{region}{kind}"][front]
-            out[f"frontal_psnr{region}"] = round(_psnr(out[f"frontal_mse{region}"]), 3)
-            out[f"frontal_psnr{region}_baseline"] = round(_psnr(out[f"frontal_mse{region}_baseline"]), 3)
+            out[f"frontal_psnr{region}"] = round(psnr(out[f"frontal_mse{region}"]), 3)
+            out[f"frontal_psnr{region}_baseline"] = round(psnr(out[f"frontal_mse{region}_baseline"]), 3)
             out[f"frontal{region}_beats_baselines"] = bool(
                 out[f"frontal_mse{region}"] < min(out[f"frontal_mse{region}_baseline"], out[f"frontal_mse{region}_mean_face"]))
             valid = [q for q in range(poses) if err[region][q] is not None]
