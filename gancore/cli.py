@@ -150,6 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import gancore
 
     from .metrics import format_report
+    from .recipe import _pydantic_problems
     from .runs import load_run
 
     protocol = getattr(args, "protocol", None)
@@ -178,8 +179,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if config:
             try:
                 metric = spec.build(config)
-            except ValidationError as e:
-                problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            except ValidationError as e:  # the recipe's wording: unknown keys get close names or the known ones
+                problems = "; ".join(f"{p.key}: {p.message}" for p in _pydantic_problems(e, spec.name, spec.config_cls))
                 return _fail(f"gancore eval: options of metric {spec.name!r}: {problems}")
         applied.append(spec.name)
         results[spec.name] = metric.compute(run)

@@ -196,9 +196,11 @@ def test_eval_protocol_runs_only_the_metrics_that_offer_it(monkeypatch: pytest.M
         assert json.loads(capsys.readouterr().out)["fake.holdout"] == {"protocol": "folder", "root": None, "n": 3}
         assert cli.main(["eval", str(run), "--set", "fake.holdout.nope=1"]) == 2
         err = capsys.readouterr().err
-        assert "options of metric 'fake.holdout'" in err and "nope" in err
+        assert "options of metric 'fake.holdout'" in err and "fake.holdout.nope: unknown key" in err
+        assert cli.main(["eval", str(run), "--set", "fake.holdout.nn=3"]) == 2
+        assert "did you mean 'n'" in capsys.readouterr().err
         assert cli.main(["eval", str(run), "--set", "fake.holdout.n='many'"]) == 2
-        assert "n:" in capsys.readouterr().err
+        assert "fake.holdout.n: " in capsys.readouterr().err
         assert cli.main(["eval", str(run), "--set", "other.n=3"]) == 2
         err = capsys.readouterr().err
         assert "expected METRIC.KEY=VALUE" in err and "fake.holdout, fake.realism" in err

@@ -136,10 +136,11 @@ def test_readme_examples_run_in_order(tmp_path: Path, monkeypatch: pytest.Monkey
         for path in _expected_outputs(argv):
             assert (tmp_path / path).is_file(), f"`gancore {shlex.join(argv)}` did not write {path}"
     # the runs the README trains hold their checkpoints; the resumed one went on past the first
-    from gancore.checkpoint import latest_checkpoint
+    from gancore.checkpoint import latest_checkpoint, read_state
 
     for run in ("residual-cpu", "quick", "caae-cpu", "drgan-cpu", "tdgan-chairs-cpu"):
         assert latest_checkpoint(tmp_path / "runs" / run) is not None, run
+    assert read_state(latest_checkpoint(tmp_path / "runs" / "residual-cpu"))["step"] == 3
 
     assert "train.steps=100" in python
     exec(compile(python.replace("train.steps=100", "train.steps=2"), "README.md", "exec"), {})
