@@ -335,6 +335,26 @@ def main(argv: list[str] | None = None) -> int:
         return 141
 
 
+def _missing_verb(argv: list[str], host: Any) -> str | None:
+    """The message for a verb that a plugin provides but that is not loaded, else None.
+
+    argparse alone would say "invalid choice: 'rotate'"; this says which distribution to
+    install (the verb's home is declared with ``GANCORE_COMMAND_HOMES``, see gancore.plugins).
+    """
+    from .registry import distribution_of
+
+    words = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] != "--disable")]
+    if not words or words[0] in host.commands or words[0] not in host.command_homes:
+        return None
+    verb, plugin = words[0], host.command_homes[words[0]]
+    status = host.statuses.get(plugin)
+    if status is None:
+        why = f"pip install {distribution_of(plugin)}"
+    else:
+        why = f"it is {status.state}" + (f": {status.error}" if status.error else "") + " (see `gancore plugins`)"
+    return f"gancore {verb}: this command comes from the plugin {plugin!r}, which is not loaded; {why}"
+
+
 def _silence_stdout() -> None:
     """Point stdout at the null device, so the interpreter's final flush of what is still
     buffered cannot raise again."""
@@ -367,6 +387,9 @@ def _main(argv: list[str] | None) -> int:
         host = plugins.get_host()
     except RegistryError as e:
         return _fail(f"gancore: {e}")
+    missing = _missing_verb(argv, host)
+    if missing:
+        return _fail(missing)
     parser = build_parser(host)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

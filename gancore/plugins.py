@@ -11,7 +11,9 @@ Environment:
 
 A plugin module may declare ``GANCORE_PART_HOMES = {"part": "plugin"}``: parts without a
 plugin prefix that it names (in defaults, recipes, docs) but another plugin provides, so
-that an unknown-part error can say which distribution to install (``gancore-<plugin>``).
+that an unknown-part error can say which distribution to install (``gancore-<plugin>``);
+and ``GANCORE_COMMAND_HOMES = {"verb": "plugin"}`` likewise for command-line verbs, so that
+``gancore rotate`` without gancore-drgan says ``pip install gancore-drgan``.
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ class PluginHost:
         self.registry = Registry()
         self.statuses: dict[str, PluginStatus] = {}
         self.commands: dict[str, Command] = {}
+        #: verbs that loaded plugins name but another plugin provides → that plugin.
+        self.command_homes: dict[str, str] = {}
         self.benchmarks: dict[str, Benchmark] = {}
         load_only = None if load_only is None else set(load_only)
         for name in disable:
@@ -153,11 +157,12 @@ class PluginHost:
                                          else "install a gancore release that supports it, or a matching plugin version")
             )
             return
-        homes = getattr(module, "GANCORE_PART_HOMES", {})
-        if not (isinstance(homes, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in homes.items())):
-            status.state = "failed"
-            status.error = f"GANCORE_PART_HOMES must map part names to plugin names (str → str), got {homes!r}"
-            return
+        homes = {attr: getattr(module, attr, {}) for attr in ("GANCORE_PART_HOMES", "GANCORE_COMMAND_HOMES")}
+        for attr, table in homes.items():
+            if not (isinstance(table, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in table.items())):
+                status.state = "failed"
+                status.error = f"{attr} must map names to plugin names (str → str), got {table!r}"
+                return
         try:
             self.pm.register(module, name=name)
             self.pm.check_pending()  # a misspelt hook name is an error, not a silent no-op
@@ -166,7 +171,8 @@ class PluginHost:
                 self.pm.unregister(name=name)
             status.state, status.error = "failed", f"cannot register: {e}"
             return
-        self.registry.homes.update(homes)
+        self.registry.homes.update(homes["GANCORE_PART_HOMES"])
+        self.command_homes.update(homes["GANCORE_COMMAND_HOMES"])
 
     def _collect(self) -> None:
         """Call each plugin's hooks, attributing every registration to its plugin."""

@@ -311,7 +311,12 @@ def test_malformed_part_homes_fail_the_plugin() -> None:
     bad.GANCORE_PART_HOMES = {"x": 1}
     host = PluginHost(entry_points=[FakeEntryPoint("bad", bad)])
     assert host.statuses["bad"].state == "failed"
-    assert "GANCORE_PART_HOMES must map part names to plugin names" in host.statuses["bad"].error
+    assert "GANCORE_PART_HOMES must map names to plugin names" in host.statuses["bad"].error
+    bad = make_plugin("bad")
+    bad.GANCORE_COMMAND_HOMES = ["rotate"]
+    host = PluginHost(entry_points=[FakeEntryPoint("bad", bad)])
+    assert host.statuses["bad"].state == "failed"
+    assert "GANCORE_COMMAND_HOMES must map names to plugin names (str → str), got ['rotate']" in host.statuses["bad"].error
 
 
 # ---------------------------------------------------------------------------------------
@@ -380,6 +385,26 @@ def test_cli_plugins_reports_fakes_failures_and_disable(capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "alpha  [disabled]  gancore-alpha 2.0" in out
     assert "broken  [failed]" in out and "error: import failed: ImportError: cannot import name 'x'" in out
+
+
+def test_cli_verb_of_a_missing_plugin_says_what_to_install(capsys: pytest.CaptureFixture,
+                                                             installed: Callable) -> None:
+    installed()  # built-ins only: they declare where the project's own verbs live
+    assert cli.main(["rotate", "a.jpg", "--run", "r"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "gancore rotate: this command comes from the plugin 'drgan', which is not loaded; pip install gancore-drgan")
+    assert cli.main(["--disable", "x", "data", "export", "synthfaces"]) == 2  # options before the verb are skipped
+    assert "comes from the plugin 'synth', which is not loaded; pip install gancore-synth" in capsys.readouterr().err
+
+    installed(FakeEntryPoint("drgan", make_plugin("drgan", commands=["rotate"])))
+    assert cli.main(["--disable", "drgan", "rotate"]) == 2  # installed but disabled: says so, not "pip install"
+    assert capsys.readouterr().err.strip() == ("gancore rotate: this command comes from the plugin 'drgan', which is "
+                                               "not loaded; it is disabled (see `gancore plugins`)")
+    plugins.reset()
+    assert cli.main(["rotate"]) == 0  # loaded: the plugin's own verb runs
+    with pytest.raises(SystemExit):  # a verb nobody declares stays argparse's "invalid choice"
+        cli.main(["frobnicate"])
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
 
 
 def _installed(dist: str) -> bool:

@@ -11,6 +11,10 @@ from ..hookspecs import hookimpl
 #: parts the core names (``data.source`` defaults to ``synthfaces``) that another plugin
 #: provides: without it installed, an unknown-part error says ``pip install gancore-synth``.
 GANCORE_PART_HOMES = {"synthfaces": "synth", "synthchairs": "synth"}
+#: the verbs of the project's own plugins, which the README and docs use: typed without
+#: the plugin installed, ``gancore VERB`` says which distribution provides it.
+GANCORE_COMMAND_HOMES = {"data": "synth", "edit": "residual", "age": "caae",
+                         "rotate": "drgan", "verify": "drgan", "rerender": "tdgan"}
 
 _PARTS = [
     # name, target, kind
