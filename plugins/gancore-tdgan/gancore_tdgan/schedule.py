@@ -8,7 +8,7 @@ phase  steps     objective (defaults λ1 = λ2 = 1, λ3 = 0.01; see ``Config``)
 =====  ========  ===============================================================
 ``g``  g         λ1·f1(R*, g) + λ2·f2(G*, g)
 ``G``  G         λ2·f2(G, g*) + λ3·f3(R*, G, D*)            [+ λu·f̃1(G, R*)]
-``R``  R         λ1·f1(R, g*) + λ3·f3(R, G*, D*)            [+ λu·f̃1(G*, R)]
+``R``  R         λ1·f1(R, g*) + λ3·f3(R, G*, D*)            [+ λu_R·f̃1(G*, R)]
 ``D``  D         max λ3·f3(R*, G*, D)
 =====  ========  ===============================================================
 
@@ -21,7 +21,9 @@ Streams: ``tagged`` (samples that have every tag) and, with ``semi = true``, ``u
 R, weighted by λu: it is a function of exactly those two networks, and the paper's own rule
 puts every term into the objective of each network it depends on (f1 into g's and R's, f2
 into g's and G's, f3 into R's, G's and D's).  It cannot enter g's (untagged images have no
-tags to map) or D's.  f3 needs no tags either, so with ``semi = true`` it is taken over
+tags to map) or D's.  Its weight in R's step can be set apart (``lambda_u_R``, default λu):
+summed over pixels, f̃1 is hundreds of times f1 (summed over code dimensions), so at λu = λ2
+it, not the tags, decides what R's blocks hold.  f3 needs no tags either, so with ``semi = true`` it is taken over
 every image of the iteration: D judges G(R(x)) of tagged and untagged images alike.
 
 **Shared forwards** (``ctx.once``): R(x), g(C), G(g(C)), G(R(x)) and D(G(R(x))) are made
@@ -92,6 +94,9 @@ class TDGANSchedule(Schedule):
         lambda2: float = Field(1.0, ge=0, description="λ2, weight of f2 (render from tags) in g's and G's steps")
         lambda3: float = Field(0.01, ge=0, description="λ3, weight of f3 (adversarial on G(R(x))) in G's, R's and D's steps")
         lambda_u: float | None = Field(None, ge=0, description="λu, weight of f~1 (untagged autoencoding) in G's and R's steps; None: λ2")
+        lambda_u_R: float | None = Field(
+            None, ge=0, description="weight of f~1 in R's step alone, when it should differ from G's; None: λu"
+        )
         reduction: Literal["sum", "mean"] = Field(
             "sum", description="squared norms of f1, f2, f~1: 'sum' per sample (the paper's ||.||^2) or 'mean' per element"
         )
@@ -129,6 +134,11 @@ class TDGANSchedule(Schedule):
     def lambda_u(self) -> float:
         c = self.config
         return c.lambda2 if c.lambda_u is None else c.lambda_u
+
+    @property
+    def lambda_u_R(self) -> float:
+        c = self.config
+        return self.lambda_u if c.lambda_u_R is None else c.lambda_u_R
 
     # -- shared forwards -----------------------------------------------------------------------
     def _check_parts(self, ctx: Context) -> None:
@@ -209,16 +219,19 @@ class TDGANSchedule(Schedule):
         f2 = TagRendering(inputs={"render": "render", "real": "real"}, reduction=red, weight=c.lambda2)
         f3_gen = TagAdversarial(player="generator", mode=c.mode, weight=c.lambda3, start=c.adv_start, ramp=c.adv_ramp)
         f3_d = TagAdversarial(player="discriminator", mode=c.mode, weight=c.lambda3)
-        semi: list[Any] = []
+        semi_G: list[Any] = []
+        semi_R: list[Any] = []
         semi_reads: tuple[str, ...] = ()
         if c.semi:
-            semi = [UntaggedReconstruction(inputs={"recon": "recon_u", "real": "real_u"}, reduction=red, weight=self.lambda_u)]
+            f1u = {"inputs": {"recon": "recon_u", "real": "real_u"}, "reduction": red}
+            semi_G = [UntaggedReconstruction(**f1u, weight=self.lambda_u)]
+            semi_R = [UntaggedReconstruction(**f1u, weight=self.lambda_u_R)]
             semi_reads = ("real_u", "rx_u", "recon_u")
         return [
             Phase("g", trains=("g",), run=self._run_g, losses=[f1, f2], provides=("real", "rx", "gc", "render")),
-            Phase("G", trains=("G",), run=self._run_G, losses=[f2, f3_gen, *semi], accepts_extra_losses=True,
+            Phase("G", trains=("G",), run=self._run_G, losses=[f2, f3_gen, *semi_G], accepts_extra_losses=True,
                   provides=("real", "gc", "render", "rx", "recon", "fake_logits", *semi_reads)),
-            Phase("R", trains=("R",), run=self._run_R, losses=[f1, f3_gen, *semi],
+            Phase("R", trains=("R",), run=self._run_R, losses=[f1, f3_gen, *semi_R],
                   provides=("real", "rx", "gc", "recon", "fake_logits", *semi_reads)),
             Phase("D", trains=("D",), run=self._run_D, losses=[f3_d], provides=("real_logits", "fake_logits")),
         ]

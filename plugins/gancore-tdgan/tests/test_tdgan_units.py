@@ -176,6 +176,9 @@ def test_schedule_phases_follow_the_paper() -> None:
             assert set(t.sources.values()) <= set(p.provides), (p.name, t.name)
     assert "f1u" not in {t.name for t in TDGANSchedule().phases()[1].losses}  # supervised: no f~1
     assert TDGANSchedule(lambda2=4.0).lambda_u == 4.0  # f~1 defaults to f2's weight (same pixel scale)
+    apart = {p.name: p for p in TDGANSchedule(semi=True, lambda_u=7.0, lambda_u_R=0.01).phases()}
+    assert [t.config.weight for t in apart["G"].losses if t.name == "f1u"] == [7.0]  # R's weight set apart
+    assert [t.config.weight for t in apart["R"].losses if t.name == "f1u"] == [0.01]
     assert TDGANSchedule().sweep_tag() == "view" and TDGANSchedule(tags=["identity", "pose", "light"]).sweep_tag() == "pose"
     assert s.required_labels() == ("identity", "view")
     with pytest.raises(Exception, match="distinct"):
