@@ -89,6 +89,9 @@ class RecognitionConfig(Config):
     classifier_steps: int = Field(300, ge=1, description="Adam steps of the held-apart pose classifier")
     classifier_batch: int = Field(64, ge=2)
     figure_faces: int = Field(4, ge=0, description="faces in drgan_rotations.png")
+    test_identities: int | None = Field(
+        None, ge=2, description="synthfaces: held-out identities rendered for the test (gallery size); None: the run's test split"
+    )
     seed: int = Field(0)
 
 
@@ -120,9 +123,10 @@ def _synthetic(source: Any) -> bool:
     return hasattr(source, "factors") and hasattr(source, "render")
 
 
-def _test_source(run: Any) -> Any:
+def _test_source(run: Any, identities: int | None = None) -> Any:
     """The run's test split; for synthfaces' multipie profile the complete grid of the test
-    identities at every pose (so that every gallery image exists)."""
+    identities at every pose (so that every gallery image exists), with ``identities`` held-out
+    identities instead of the split's own number when given."""
     cfg = run.resolved.data_config
     if run.resolved.data_spec.name == "synthfaces" and getattr(cfg, "profile", None) == "multipie":
         from gancore_synth.synthfaces import N_EXPRESSIONS, N_LIGHTS, N_POSES
@@ -130,9 +134,14 @@ def _test_source(run: Any) -> Any:
         update: dict[str, Any] = {"split": "test"}
         if "poses" in type(cfg).model_fields:
             update["poses"] = "all"
-        ids_train = cfg.identities or 100
-        update["size"] = max(2, ids_train // 5) * N_POSES * N_LIGHTS * N_EXPRESSIONS
+        if identities is not None:
+            update["test_identities"] = identities
+        source = run.resolved.data_spec.build(cfg.model_copy(update=update))
+        update["size"] = source.n_ids_test * N_POSES * N_LIGHTS * N_EXPRESSIONS
         return run.resolved.data_spec.build(cfg.model_copy(update=update))
+    if identities is not None:
+        raise MetricError(f"drgan.recognition.test_identities = {identities} renders more held-out identities, which only "
+                          f"synthfaces' multipie profile can; this run's data is {run.resolved.data_spec.name!r}")
     return run.data("test")
 
 
@@ -253,7 +262,7 @@ class RecognitionMetric(Metric):
         train_labels = train_src.labels()
         poses = dec.poses
         model_yaws = pose_yaws(train_labels, poses) or standard_yaws(poses)
-        source = _test_source(run)
+        source = _test_source(run, c.test_identities)
         labels = source.labels()
         if "yaw" not in labels and "pose" not in labels:
             raise MetricError("the test data has neither 'yaw' nor 'pose' labels: per-pose rank-1 needs one")

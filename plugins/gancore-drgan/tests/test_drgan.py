@@ -298,6 +298,10 @@ def test_eval_metric_end_to_end(single_run: Path) -> None:
     assert Path(out["rotations_png"]).is_file()
     assert (single_run / VERIFY_FILE).is_file() and -1 <= out["verify_threshold"] <= 1 + 1e-6
 
+    wider = RecognitionMetric(max_probes=60, multi_max=1, multi_sets=1, pose_faces=2, identity_faces=0, mean_faces=2,
+                              classifier_steps=1, classifier_batch=8, figure_faces=0, test_identities=5)
+    assert wider.compute(load_run(single_run))["gallery_identities"] == 5  # a harder gallery: 5 held-out identities
+
 
 def test_cfp_protocol_end_to_end_on_an_export(single_run: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:

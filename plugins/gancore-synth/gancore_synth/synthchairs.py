@@ -95,6 +95,9 @@ class SynthChairs(SynthSource):
             None, ge=1, description="samples in the split; None: every chair × 62 views of the split"
         )
         identities: int | None = Field(None, ge=1, description="chairs in the train split (test: a fifth); None: 300")
+        test_identities: int | None = Field(
+            None, ge=2, description="chairs in the test split, none of them in the train split; None: a fifth of identities"
+        )
         cache: str | None = Field(None, description="directory for a memory-mapped uint8 cache of rendered images")
         supersample: int = Field(2, ge=1, le=4, description="anti-aliasing subsamples per pixel side")
         aa: Literal["full", "adaptive"] = Field(

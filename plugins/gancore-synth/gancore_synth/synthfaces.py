@@ -263,7 +263,7 @@ class SynthSource(DataSource):
         except RuntimeError as e:
             raise DataError(f"{self.name}: device {c.device!r} is not a torch device ({e})") from None
         self.n_ids_train = c.identities or self._default_ids()
-        self.n_ids_test = max(2, self.n_ids_train // 5)
+        self.n_ids_test = c.test_identities or max(2, self.n_ids_train // 5)
         splits = ("train", "test") if c.split == "all" else (c.split,)
         self._sizes = {s: self._split_size(s) for s in splits}
         self._n = sum(self._sizes.values())
@@ -383,6 +383,8 @@ class SynthSource(DataSource):
             fields = {k: v for k, v in c.model_dump().items() if k not in ("cache", "attribute", "device", "aa")}
             if fields.get("poses") == "all":  # the default: caches written before the key existed stay valid
                 del fields["poses"]
+            if fields.get("test_identities", 0) is None:  # likewise
+                del fields["test_identities"]
             # the compiled renderer agrees with the eager one to ~1e-6, not bit for bit: a cache
             # filled by one backend is never mixed with the other's images
             compiled = self.device.type == "cpu" and render_backend() == "compiled"
@@ -420,6 +422,9 @@ class SynthFaces(SynthSource):
         size: int | None = Field(None, ge=1, description="samples in the split; None: 20000 train / 2000 test")
         identities: int | None = Field(
             None, ge=1, description="identities in the train split (test: a fifth, at least 2); None: profile default"
+        )
+        test_identities: int | None = Field(
+            None, ge=2, description="identities in the test split, none of them in the train split; None: a fifth of identities"
         )
         cache: str | None = Field(None, description="directory for a memory-mapped uint8 cache of rendered images")
         supersample: int = Field(2, ge=1, le=4, description="anti-aliasing subsamples per pixel side")

@@ -91,6 +91,15 @@ def test_disjoint_identities_and_splits() -> None:
     assert same.sum() > 1 and (lab["skin"][same] == lab["skin"][0]).all()
 
 
+def test_test_identities_sets_the_held_out_count_and_stays_disjoint() -> None:
+    tr = SynthFaces(profile="multipie", resolution=R, identities=10, size=200)
+    te = SynthFaces(profile="multipie", resolution=R, identities=10, test_identities=7, size=400, split="test")
+    ids = set(te.labels()["identity"].tolist())
+    assert ids == set(range(10, 17)) and not ids & set(tr.labels()["identity"].tolist())
+    default = SynthFaces(profile="multipie", resolution=R, identities=10, size=400, split="test")
+    assert set(default.labels()["identity"].tolist()) == {10, 11}  # a fifth of 10
+
+
 def test_profiles_label_ranges() -> None:
     mp = SynthFaces(profile="multipie", resolution=R, identities=3, size=600).labels()
     assert set(mp["pose"].tolist()) == set(range(13))
