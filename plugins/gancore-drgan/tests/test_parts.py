@@ -252,6 +252,22 @@ def test_verification_numbers_on_hand_made_scores() -> None:
         protocol.auc(scores, torch.ones(4))
 
 
+def test_verification_by_sorting_equals_the_pairwise_definitions() -> None:
+    # the sorted-search AUC and error rates against their definitions, written out pairwise,
+    # on scores with many ties (rounded) and unequal genuine/impostor counts
+    gen = torch.Generator().manual_seed(3)
+    scores = (torch.rand(700, generator=gen) * 20).round() / 20
+    same = torch.rand(700, generator=gen) < 0.3
+    pos, neg = scores[same].double(), scores[~same].double()
+    want_auc = ((pos[:, None] > neg[None]).double().mean() + 0.5 * (pos[:, None] == neg[None]).double().mean()).item()
+    assert protocol.auc(scores, same) == pytest.approx(want_auc, abs=1e-12)
+    t = torch.cat([torch.unique(scores.double()), torch.tensor([2.0])])
+    far, frr = protocol._rates(scores.double(), same, t)
+    accept = scores.double()[None] >= t[:, None]
+    assert torch.allclose(far, (accept & ~same[None]).double().sum(1) / (~same).sum())
+    assert torch.allclose(frr, (~accept & same[None]).double().sum(1) / same.sum())
+
+
 def test_ten_fold_protocol_picks_each_threshold_on_the_other_folds() -> None:
     # folds 0-8: genuine pairs score 0.8, impostors 0.2 -> any threshold in (0.2, 0.8] is perfect there;
     # fold 9 has genuine pairs at 0.45: its accuracy depends on the threshold taken from the others.
