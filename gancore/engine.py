@@ -66,6 +66,14 @@ class RunExists(ValueError):
 # pieces the loop (and gancore.runs) use
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check: AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without the check: assume not
+        return False
+
+
 def make_accelerator(resolved: Resolved, run_dir: Path) -> Any:
     from accelerate import Accelerator
 
@@ -75,6 +83,9 @@ def make_accelerator(resolved: Resolved, run_dir: Path) -> Any:
         raise TrainingError("train.device = 'cuda', but no CUDA device is available; use 'auto' or 'cpu'")
     if t.precision == "fp16" and cpu:
         raise TrainingError("train.precision = 'fp16' needs a GPU; on CPU use 'no' or 'bf16'")
+    if t.precision == "bf16" and cpu and not cpu_has_native_bf16() and _process_index() == 0:
+        print("note: train.precision = 'bf16', but this CPU has no native bf16 instructions (AVX-512 BF16 or AMX); "
+              "autocast will emulate them, usually slower than fp32: set train.precision = 'no'", file=sys.stderr)
     # Accelerate keeps its settings in process-wide singletons; a second run in the same
     # process (Python API, tests) with other settings needs them forgotten. The process
     # group (PartialState) is kept.

@@ -35,6 +35,18 @@ def test_bf16_on_cpu_trains_and_logs_finite_losses(tmp_path: Path) -> None:
     assert all(torch.isfinite(torch.tensor(v)) for r in rows for k, v in r.items() if "/" in k)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str], native: bool) -> None:
+    from gancore import engine
+
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
+    engine.make_accelerator(load_recipe(RECIPE, ["train.precision='bf16'", "train.device='cpu'",
+                                                 f"output.dir='{tmp_path.as_posix()}'"]), tmp_path)
+    said = "this CPU has no native bf16 instructions" in capsys.readouterr().err
+    assert said == (not native)
+
+
 def test_fp16_on_cpu_is_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="fp16' needs a GPU"):
         _run(tmp_path, "fp16", "cpu")
