@@ -119,3 +119,14 @@ def test_preloaded_data_serves_the_saved_samples_and_substitutes_the_others(tmp_
     got = source.load([7, 2])
     assert torch.equal(got["image"], images[[2, 0]]) and got["attribute"].tolist() == [1, 0]
     assert torch.equal(source.load([4])["image"], images[[4 % 3]])  # not held: a held sample instead
+
+
+def test_option_speed_ups_are_over_the_mean_of_both_plain_runs() -> None:
+    spec = importlib.util.spec_from_file_location("step_speed", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = {"benchmark": "b", "setting": "cpu", "device": "cpu", "warmup_s": 1.0, "times": [0.1], "warmup": 1}
+    table = bench.options_table([{**row, "option": "plain", "step_s": 0.3}, {**row, "option": "bf16", "step_s": 0.1},
+                                 {**row, "option": "plain again", "step_s": 0.1}])
+    lines = {line.split(" | ")[3]: line.split(" | ")[5] for line in table.splitlines()[2:]}
+    assert lines == {"plain": "0.67×", "bf16": "2.00×", "plain again": "2.00×"}  # mean plain 0.2 s
