@@ -397,9 +397,11 @@ GROUPS = [
     ("convolution", ("conv", "mkldnn_convolution")),
     ("matmul", ("addmm", "::mm", "bmm", "linear", "matmul")),
     ("batch norm", ("batch_norm",)),
-    ("copies / layout", ("copy_", "contiguous", "clone", "cat", "to_dense", "_to_copy", "reorder", "pad")),
+    ("pooling", ("max_pool", "avg_pool")),
+    ("copies / fills / layout", ("copy_", "contiguous", "clone", "cat", "to_dense", "_to_copy", "reorder", "pad",
+                                 "fill_", "zero_")),
     ("optimizer", ("adam", "_foreach", "lerp", "addcdiv", "addcmul", "sqrt")),
-    ("activations", ("leaky_relu", "relu", "tanh", "sigmoid", "threshold")),
+    ("activations", ("relu", "elu", "tanh", "sigmoid", "threshold", "silu")),  # relu/elu also match leaky_relu/gelu
 ]
 
 
