@@ -74,6 +74,16 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def effective_precision(precision: str, cpu: bool) -> str:
+    """The autocast a run uses: ``precision`` itself, or for ``"auto"`` bf16 where the device
+    computes it natively and fp32 (``"no"``) elsewhere."""
+    if precision != "auto":
+        return precision
+    if cpu:
+        return "bf16" if cpu_has_native_bf16() else "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "no"
+
+
 def make_accelerator(resolved: Resolved, run_dir: Path) -> Any:
     from accelerate import Accelerator
 
@@ -83,9 +93,16 @@ def make_accelerator(resolved: Resolved, run_dir: Path) -> Any:
         raise TrainingError("train.device = 'cuda', but no CUDA device is available; use 'auto' or 'cpu'")
     if t.precision == "fp16" and cpu:
         raise TrainingError("train.precision = 'fp16' needs a GPU; on CPU use 'no' or 'bf16'")
+    precision = effective_precision(t.precision, cpu)
     if t.precision == "bf16" and cpu and not cpu_has_native_bf16() and _process_index() == 0:
         print("note: train.precision = 'bf16', but this CPU has no native bf16 instructions (AVX-512 BF16 or AMX); "
-              "autocast will emulate them, usually slower than fp32: set train.precision = 'no'", file=sys.stderr)
+              "autocast will emulate them, usually slower than fp32: set train.precision = 'no' (or 'auto')",
+              file=sys.stderr)
+    if t.precision == "auto" and _process_index() == 0:
+        where = "CPU" if cpu else "GPU"
+        print(f"note: train.precision = 'auto': {'bf16 autocast' if precision == 'bf16' else 'fp32'} "
+              f"(this {where} {'computes' if precision == 'bf16' else 'has no native'} bf16"
+              f"{' natively' if precision == 'bf16' else ''})", file=sys.stderr)
     # Accelerate keeps its settings in process-wide singletons; a second run in the same
     # process (Python API, tests) with other settings needs them forgotten. The process
     # group (PartialState) is kept.
@@ -93,7 +110,7 @@ def make_accelerator(resolved: Resolved, run_dir: Path) -> Any:
 
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    kwargs: dict[str, Any] = {"cpu": cpu, "mixed_precision": t.precision}
+    kwargs: dict[str, Any] = {"cpu": cpu, "mixed_precision": precision}
     if resolved.output.tensorboard:
         kwargs.update(log_with="tensorboard", project_dir=str(run_dir))
     return Accelerator(**kwargs)
@@ -382,7 +399,7 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     bad_at: dict[str, torch.Tensor] = {}  # first step each phase's total was not finite (no host sync per step)
-    autocast = acc.autocast if t.precision != "no" else contextlib.nullcontext
+    autocast = acc.autocast if acc.mixed_precision != "no" else contextlib.nullcontext
     never = torch.tensor(float("inf"), device=device)
     count = 0
     began = time.perf_counter()

@@ -160,7 +160,10 @@ class TrainSection(_Strict):
         default_factory=dict, description="batch size of particular streams, by stream name: {untagged = 64}"
     )
     seed: int = 0
-    precision: Literal["no", "fp16", "bf16"] = "no"
+    precision: Literal["no", "fp16", "bf16", "auto"] = Field(
+        "no", description="'no' (fp32), 'bf16' or 'fp16' autocast; 'auto': bf16 where the device computes it "
+        "natively (a CPU with AVX-512 BF16 or AMX, a CUDA GPU with bf16), else fp32"
+    )
     grad_accum: int = Field(1, ge=1, description="micro-batches per step (batch_size must divide evenly)")
     log_every: int = Field(10, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -47,6 +47,25 @@ def test_bf16_on_a_cpu_without_native_bf16_says_so(tmp_path: Path, monkeypatch: 
     assert said == (not native)
 
 
+@pytest.mark.parametrize("native, want", [(True, "bf16"), (False, "no")])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               native: bool, want: str) -> None:
+    from gancore import engine
+
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
+    acc = engine.make_accelerator(load_recipe(RECIPE, ["train.precision='auto'", "train.device='cpu'",
+                                                       f"output.dir='{tmp_path.as_posix()}'"]), tmp_path)
+    assert acc.mixed_precision == want
+    err = capsys.readouterr().err
+    assert "train.precision = 'auto': " + ("bf16 autocast" if native else "fp32") in err
+
+
+def test_auto_precision_trains(tmp_path: Path) -> None:
+    run = _run(tmp_path, "auto", "cpu")
+    assert (run / "checkpoints" / "step_000003" / "model.safetensors").is_file()
+
+
 def test_fp16_on_cpu_is_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="fp16' needs a GPU"):
         _run(tmp_path, "fp16", "cpu")
