@@ -72,7 +72,7 @@ def test_negative_steps(basic_recipe, write_recipe):
 def test_bad_precision(basic_recipe, write_recipe):
     basic_recipe["train"]["precision"] = "fp32"
     path = write_recipe(basic_recipe)
-    assert only(errors(path)) == f"{path}: train.precision: input should be 'no', 'fp16' or 'bf16' (got 'fp32')"
+    assert only(errors(path)) == f"{path}: train.precision: input should be 'no', 'fp16', 'bf16' or 'auto' (got 'fp32')"
 
 
 def test_missing_schedule_and_several_problems_reported_together(basic_recipe, write_recipe):
@@ -401,7 +401,7 @@ def test_cli_schema_prints_json_schema(capsys):
     assert schema["required"] == ["recipe", "schedule"] or set(schema["required"]) == {"recipe", "schedule"}
     train = schema["$defs"]["TrainSection"]
     assert train["additionalProperties"] is False
-    assert train["properties"]["precision"]["enum"] == ["no", "fp16", "bf16"]
+    assert train["properties"]["precision"]["enum"] == ["no", "fp16", "bf16", "auto"]
 
 
 def test_resolved_recipe_round_trips(basic_recipe, tmp_path):
