@@ -99,10 +99,8 @@ def make_accelerator(resolved: Resolved, run_dir: Path) -> Any:
               "autocast will emulate them, usually slower than fp32: set train.precision = 'no' (or 'auto')",
               file=sys.stderr)
     if t.precision == "auto" and _process_index() == 0:
-        where = "CPU" if cpu else "GPU"
-        print(f"note: train.precision = 'auto': {'bf16 autocast' if precision == 'bf16' else 'fp32'} "
-              f"(this {where} {'computes' if precision == 'bf16' else 'has no native'} bf16"
-              f"{' natively' if precision == 'bf16' else ''})", file=sys.stderr)
+        what, why = ("bf16 autocast", "computes bf16 natively") if precision == "bf16" else ("fp32", "has no native bf16")
+        print(f"note: train.precision = 'auto': {what} (this {'CPU' if cpu else 'GPU'} {why})", file=sys.stderr)
     # Accelerate keeps its settings in process-wide singletons; a second run in the same
     # process (Python API, tests) with other settings needs them forgotten. The process
     # group (PartialState) is kept.

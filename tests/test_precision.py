@@ -28,6 +28,14 @@ def _run(tmp_path: Path, precision: str, device: str) -> Path:
     return train(resolved, progress=False)
 
 
+def _accelerator(tmp_path: Path, precision: str):
+    """The Accelerator a CPU run of RECIPE with this precision gets."""
+    from gancore.engine import make_accelerator
+
+    return make_accelerator(load_recipe(RECIPE, [f"train.precision='{precision}'", "train.device='cpu'",
+                                                 f"output.dir='{tmp_path.as_posix()}'"]), tmp_path)
+
+
 def test_bf16_on_cpu_trains_and_logs_finite_losses(tmp_path: Path) -> None:
     run = _run(tmp_path, "bf16", "cpu")
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -41,8 +49,7 @@ def test_bf16_on_a_cpu_without_native_bf16_says_so(tmp_path: Path, monkeypatch: 
     from gancore import engine
 
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
-    engine.make_accelerator(load_recipe(RECIPE, ["train.precision='bf16'", "train.device='cpu'",
-                                                 f"output.dir='{tmp_path.as_posix()}'"]), tmp_path)
+    _accelerator(tmp_path, "bf16")
     said = "this CPU has no native bf16 instructions" in capsys.readouterr().err
     assert said == (not native)
 
@@ -54,8 +61,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(tmp_path: Path, m
     from gancore import engine
 
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
-    acc = engine.make_accelerator(load_recipe(RECIPE, ["train.precision='auto'", "train.device='cpu'",
-                                                       f"output.dir='{tmp_path.as_posix()}'"]), tmp_path)
+    acc = _accelerator(tmp_path, "auto")
     assert acc.mixed_precision == want
     err = capsys.readouterr().err
     assert "train.precision = 'auto': " + ("bf16 autocast" if native else "fp32") in err

@@ -27,6 +27,14 @@ def _env() -> dict[str, str]:
     return {**env, "GANCORE_RENDER_COMPILE": "0", "OMP_NUM_THREADS": "1"}
 
 
+def _bench():
+    """benchmarks/step_speed.py as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("step_speed", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 def test_the_benchmark_runs_and_reports_against_its_ceiling(tmp_path: Path) -> None:
     out = tmp_path / "speed.json"
     proc = subprocess.run(
@@ -107,9 +115,7 @@ def test_an_unknown_plugin_is_refused_naming_the_registered_ones() -> None:
 def test_preloaded_data_serves_the_saved_samples_and_substitutes_the_others(tmp_path: Path) -> None:
     import torch
 
-    spec = importlib.util.spec_from_file_location("step_speed", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench()
     images = torch.arange(3 * 2 * 2 * 2, dtype=torch.float32).reshape(3, 2, 2, 2)
     torch.save({"labels": {"attribute": torch.tensor([0, 1] * 5)}, "index": [2, 5, 7], "length": 10,
                 "samples": {"image": images, "attribute": torch.tensor([0, 1, 1])},
@@ -122,9 +128,7 @@ def test_preloaded_data_serves_the_saved_samples_and_substitutes_the_others(tmp_
 
 
 def test_option_speed_ups_are_over_the_mean_of_both_plain_runs() -> None:
-    spec = importlib.util.spec_from_file_location("step_speed", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench()
     row = {"benchmark": "b", "setting": "cpu", "device": "cpu", "warmup_s": 1.0, "times": [0.1], "warmup": 1}
     table = bench.options_table([{**row, "option": "plain", "step_s": 0.3}, {**row, "option": "bf16", "step_s": 0.1},
                                  {**row, "option": "plain again", "step_s": 0.1}])
