@@ -43,6 +43,20 @@ def test_bf16_on_cpu_trains_and_logs_finite_losses(tmp_path: Path) -> None:
     assert all(torch.isfinite(torch.tensor(v)) for r in rows for k, v in r.items() if "/" in k)
 
 
+@pytest.mark.parametrize("flags, native", [
+    ({"avx512_f": True, "avx512_bw": True, "avx512_vl": True, "avx512_bf16": False, "amx_bf16": False}, False),
+    ({"avx512_f": True, "avx512_bf16": True}, True),  # e.g. Zen 4, Cooper Lake
+    ({"avx512_f": True, "avx512_bf16": False, "amx_bf16": True}, True),  # Sapphire Rapids' AMX
+    ({"avx2": True}, False),
+    ({}, False),
+])
+def test_native_bf16_means_the_bf16_instructions_not_just_avx512(flags: dict[str, bool], native: bool) -> None:
+    """An AVX-512 CPU without AVX-512 BF16 / AMX emulates bf16 (oneDNN calls that 'supported')."""
+    from gancore import engine
+
+    assert engine.cpu_has_native_bf16(flags) is native
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_on_a_cpu_without_native_bf16_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str], native: bool) -> None:
