@@ -79,11 +79,12 @@ def train(recipe: Any, *, overrides: list[str] | None = None, resume: bool = Fal
     return _train(recipe, resume=resume, overwrite=overwrite, **kwargs)
 
 
-def load_run(run_dir: Any, checkpoint: Any = None) -> Any:
-    """A trained run (networks in eval mode, recipe, data) from its folder."""
+def load_run(run_dir: Any, checkpoint: Any = None, *, ema: bool = True) -> Any:
+    """A trained run (networks in eval mode, recipe, data) from its folder; for a run trained
+    with ``train.ema``, the averaged weights unless ``ema=False``."""
     from .runs import load_run as _load
 
-    return _load(run_dir, checkpoint)
+    return _load(run_dir, checkpoint, ema=ema)
 
 
 def _drop_cuda_home_warning(record: logging.LogRecord) -> bool:

@@ -4,6 +4,7 @@ Layout of ``checkpoints/step_000500/``:
 
 - ``model.safetensors`` — every network's state dict, keys prefixed by role (``G0.net.0.weight``);
   safetensors holds tensors only, never pickled code;
+- ``ema.safetensors`` — with ``train.ema``: the averaged weights of the averaged roles, same layout;
 - ``optim.pt`` — optimizer states (tensors and numbers; read back with ``weights_only=True``);
 - ``rng.pt`` — the RNG states of torch (CPU and CUDA), ``random`` and numpy, one per
   process (``{"ranks": [...]}``): after a resume every process draws its own noise again;
@@ -85,12 +86,14 @@ def check_readable(ckpt: Path) -> None:
     from safetensors import safe_open
 
     read_state(ckpt)
-    weights = Path(ckpt) / "model.safetensors"
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            f.keys()
-    except Exception as e:  # safetensors raises its own error types for a bad header
-        raise CheckpointError(f"{weights} cannot be read ({type(e).__name__}: {e})") from None
+    for weights in (Path(ckpt) / "model.safetensors", Path(ckpt) / "ema.safetensors"):
+        if weights.name != "model.safetensors" and not weights.exists():
+            continue
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error types for a bad header
+            raise CheckpointError(f"{weights} cannot be read ({type(e).__name__}: {e})") from None
     for name in ("optim.pt", "rng.pt"):
         path = Path(ckpt) / name
         if not path.is_file() or path.stat().st_size == 0:
@@ -112,10 +115,12 @@ def latest_readable_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
 
 
 def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], optims: dict[str, Any],
-                    state: dict[str, Any], keep_last: int, rng: list[dict[str, Any]] | None = None) -> Path:
+                    state: dict[str, Any], keep_last: int, rng: list[dict[str, Any]] | None = None,
+                    averages: dict[str, torch.nn.Module] | None = None) -> Path:
     """Write checkpoint ``step`` atomically and keep only the newest ``keep_last``.
 
-    ``rng``: every process's RNG state in rank order (default: this process's alone).
+    ``rng``: every process's RNG state in rank order (default: this process's alone);
+    ``averages``: the averaged weights of ``train.ema`` by role, written to ``ema.safetensors``.
     """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -124,11 +129,11 @@ def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    tensors = {}
-    for role, net in nets.items():
-        for key, value in net.state_dict().items():
-            tensors[f"{role}.{key}"] = value.detach().to("cpu").contiguous().clone()
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "gancore"})
+    for name, group in (("model.safetensors", nets), ("ema.safetensors", averages or {})):
+        if group:
+            tensors = {f"{role}.{key}": value.detach().to("cpu").contiguous().clone()
+                       for role, net in group.items() for key, value in net.state_dict().items()}
+            save_file(tensors, str(tmp / name), metadata={"format": "gancore"})
     torch.save({role: opt.state_dict() for role, opt in optims.items()}, tmp / "optim.pt")
     torch.save({"ranks": rng if rng is not None else [rng_state()]}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
@@ -155,9 +160,11 @@ def read_state(ckpt: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {ckpt} has no readable state.json: {e}") from None
 
 
-def load_weights(ckpt: Path, nets: dict[str, torch.nn.Module], strict: bool = True) -> None:
-    """Load each role's weights from ``ckpt/model.safetensors``."""
-    path = Path(ckpt) / "model.safetensors"
+def load_weights(ckpt: Path, nets: dict[str, torch.nn.Module], strict: bool = True,
+                 file: str = "model.safetensors") -> None:
+    """Load each role's weights from ``ckpt/model.safetensors`` (or another file of the checkpoint,
+    e.g. the averaged weights ``ema.safetensors``)."""
+    path = Path(ckpt) / file
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: not a gancore checkpoint folder")
     try:

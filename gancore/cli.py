@@ -66,6 +66,9 @@ def build_parser(host: Any) -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=None, metavar="PATH", help="the data folder the protocol reads (e.g. a CFP root)")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="METRIC.KEY=VALUE",
                    help="a metric's option (repeatable), e.g. residual.edit.num_faces=64; `gancore parts --kind metric` lists the keys")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema",
+                   help="for a run trained with train.ema: its averaged weights (default) or the trained ones "
+                        "(then writes RUN/eval-raw.json)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("plugins", help="list installed plugins and what they registered")
@@ -149,6 +152,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import gancore
 
+    from .ema import EMA_FILE
     from .metrics import format_report
     from .recipe import _pydantic_problems
     from .runs import load_run
@@ -161,8 +165,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     options = _metric_options(getattr(args, "options", []), [s.name for s in specs])
     if isinstance(options, str):
         return _fail(f"gancore eval: {options}")
-    run = load_run(args.run, args.checkpoint)
+    raw = getattr(args, "weights", "ema") == "raw"
+    run = load_run(args.run, args.checkpoint, ema=not raw)
     results: dict[str, Any] = {"run": str(run.dir), "step": run.step, "schedule": run.schedule_name}
+    if run.averaged:
+        results["weights"] = f"train.ema averages of {', '.join(run.averaged)}"
+        print(f"note: evaluating the averaged weights (train.ema) of {', '.join(run.averaged)}; "
+              f"--weights raw evaluates the trained ones", file=sys.stderr)
+    raw = raw and (run.checkpoint / EMA_FILE).is_file()
     if options:
         results["options"] = {name: dict(values) for name, values in options.items()}
     applied, offered = [], set()
@@ -190,7 +200,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             return _fail(f"gancore eval: no installed metric of schedule {run.schedule_name!r} offers protocol "
                          f"{protocol!r} (offered: {have})")
         return _fail(f"no installed metric evaluates runs of schedule {run.schedule_name!r}")
-    stem = f"eval-{protocol}" if protocol is not None else "eval"
+    stem = (f"eval-{protocol}" if protocol is not None else "eval") + ("-raw" if raw else "")
     out_json, out_md = run.dir / f"{stem}.json", run.dir / f"{stem}.md"
     _write_atomic(out_json, json.dumps(results, indent=2) + "\n")
     _write_atomic(out_md, format_report(results, markdown=True, base=run.dir))

@@ -36,6 +36,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import (latest_checkpoint, latest_readable_checkpoint, load_checkpoint, load_weights, read_state,
                          rng_state, save_checkpoint)
+from .ema import EMA_FILE, WeightAverage
 from .data.base import BatchPlan, DataError, DataSource, PartialLabels
 from .grid import save_grid
 from .losses import LossSum
@@ -325,9 +326,12 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
     sched_state: dict[str, Any] = {}
 
     start = 0
+    averages = WeightAverage(plain, t.ema_roles or trained_roles, t.ema) if t.ema else None
     if resume and ckpt is not None:
         restored = load_checkpoint(ckpt, plain, optims, rank=rank, world=world)
         start = int(restored["step"])
+        if averages is not None:
+            _resume_averages(averages, ckpt, restored, main)
         sched_state.update(restored.get("schedule_state", {}))
         if scaler is not None and restored.get("loss_scale"):
             scaler.load_state_dict(restored["loss_scale"])
@@ -360,7 +364,10 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
             extra = {"schedule_state": _plain_numbers(sched_state)}
             if scaler is not None:
                 extra["loss_scale"] = scaler.state_dict()
-            save_checkpoint(run_dir, step, plain, optims, {**state, **extra}, out.keep_last, rng=rng)
+            if averages is not None:
+                extra["ema_updates"] = averages.state()
+            save_checkpoint(run_dir, step, plain, optims, {**state, **extra}, out.keep_last, rng=rng,
+                            averages=averages.nets if averages is not None else None)
 
     def write_data_report() -> dict[str, Any]:
         """Unreadable and converted images so far (this process's share), into the run folder."""
@@ -377,8 +384,9 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
         modes = {r: m.training for r, m in plain.items()}
         for m in plain.values():
             m.eval()
+        shown = {**plain, **averages.nets} if averages is not None else plain
         with torch.random.fork_rng(devices=[]), torch.no_grad(), acc.autocast():
-            rows = schedule.sample(plain, heldout)
+            rows = schedule.sample(shown, heldout)
         for r, m in plain.items():
             m.train(modes[r])
         save_grid(rows, run_dir / "samples" / f"step_{step:06d}.png", title=heldout_note)
@@ -507,6 +515,8 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
                     else:
                         optims[role].step()
                     optims[role].zero_grad(set_to_none=True)
+                if averages is not None:
+                    averages.update(phase.trains)
                 ledger.stepped(phase.trains, phase.name)
                 for ctx in micro:
                     ctx.release(phase.trains)
@@ -554,6 +564,17 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
               f"{report['summary']}", file=sys.stderr)
     acc.wait_for_everyone()
     return run_dir
+
+
+def _resume_averages(averages: WeightAverage, ckpt: Path, restored: dict[str, Any], main: bool) -> None:
+    """The averaged weights of a resumed run: from the checkpoint, or restarted from the live
+    weights (saying so) when it was written without ``train.ema``."""
+    if (ckpt / EMA_FILE).is_file():
+        load_weights(ckpt, averages.nets, file=EMA_FILE)
+        averages.load_state(restored.get("ema_updates", {}))
+    elif main:
+        print(f"note: {ckpt.name} holds no averaged weights (trained without train.ema): the average starts "
+              f"from its weights now", file=sys.stderr)
 
 
 def _decide(due: list[Phase], ctx: Context, world: int, device: torch.device) -> list[Phase]:

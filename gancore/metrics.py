@@ -181,6 +181,8 @@ def format_report(results: dict[str, Any], *, markdown: bool = False, base: Path
     options = ", ".join(f"{m}.{k}={v!r}" for m, kv in results.get("options", {}).items() for k, v in kv.items())
     if options:
         where += f"; options {options}"
+    if results.get("weights"):
+        where += f"; weights: {results['weights']}"
     if markdown:
         lines += [f"# Evaluation of `{head.get('run', '?')}`", "", where, ""]
     else:

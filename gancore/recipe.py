@@ -172,6 +172,9 @@ class TrainSection(_Strict):
     nan_check: bool = Field(True, description="stop on a NaN/Inf loss, naming the term and step")
     init_from: str | None = Field(None, description="checkpoint dir whose weights start this run (fine-tuning)")
     threads: int | None = Field(None, ge=1, description="CPU threads (default: torch's choice)")
+    ema: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving average of the weights "
+                              "with this decay per step (e.g. 0.998); samples, eval and the verbs then use it")
+    ema_roles: list[str] = Field(default_factory=list, description="the roles averaged (default: every trained role)")
 
 
 class OutputSection(_Strict):
@@ -592,6 +595,12 @@ def resolve(recipe: Recipe, registry: Registry, source: str = "<recipe>") -> Res
             if role not in roles_optimized:
                 problems.append(Problem(f"optim.per_part.{role}", f"no trained role {role!r}; trained roles: "
                                                                   f"{', '.join(roles_optimized)}"))
+        for role in recipe.train.ema_roles:
+            if role not in roles_optimized:
+                problems.append(Problem("train.ema_roles", f"no trained role {role!r} to average; trained roles: "
+                                                           f"{', '.join(roles_optimized)}"))
+        if recipe.train.ema_roles and recipe.train.ema is None:
+            problems.append(Problem("train.ema_roles", "set train.ema (the decay, e.g. 0.998) as well"))
 
     t = recipe.train
     if schedule:

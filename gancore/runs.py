@@ -13,6 +13,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, latest_checkpoint, latest_readable_checkpoint, load_weights, read_state
 from .data.base import DataSource
+from .ema import EMA_FILE
 from .parts import DataInfo
 from .recipe import Resolved, load_recipe
 
@@ -31,6 +32,7 @@ class TrainedRun:
     info: DataInfo
     step: int
     checkpoint: Path
+    averaged: tuple[str, ...] = ()  # roles whose weights are train.ema's averages, not the trained ones
     _sources: dict[str, DataSource] = field(default_factory=dict)
 
     @property
@@ -59,11 +61,13 @@ class TrainedRun:
 
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, schedule: str | None = None,
-             hint: str = "") -> TrainedRun:
+             hint: str = "", ema: bool = True) -> TrainedRun:
     """Load a run from its folder (latest checkpoint unless one is named).
 
     With ``schedule``, a run trained with another schedule is a :class:`RunError` (what
     plugin verbs such as ``gancore edit`` need); ``hint`` is appended to that message.
+    A run trained with ``train.ema`` comes with the averaged weights of its averaged roles
+    (``run.averaged`` names them); ``ema=False`` gives the trained weights themselves.
     """
     run_dir = Path(run_dir)
     if not run_dir.exists():
@@ -96,6 +100,12 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, sched
                     label_classes=dict(i.get("label_classes", {})))
     nets = {role: spec.build(cfg, info=info) for role, (spec, cfg) in resolved.parts.items()}
     load_weights(ckpt, nets)
+    averaged: tuple[str, ...] = ()
+    if ema and (ckpt / EMA_FILE).is_file():
+        roles = list(resolved.train.ema_roles or resolved.schedule.optimized_roles())
+        load_weights(ckpt, {r: nets[r] for r in roles}, file=EMA_FILE)
+        averaged = tuple(roles)
     for m in nets.values():
         m.eval().requires_grad_(False)
-    return TrainedRun(dir=run_dir, resolved=resolved, nets=nets, info=info, step=int(state["step"]), checkpoint=ckpt)
+    return TrainedRun(dir=run_dir, resolved=resolved, nets=nets, info=info, step=int(state["step"]), checkpoint=ckpt,
+                      averaged=averaged)

@@ -134,6 +134,26 @@ def test_eval_prints_a_table_and_writes_json_and_markdown(realism_host: None, ba
     assert set(raw) == {"run", "step", "schedule", "fake.realism"} and raw["step"] == 1
 
 
+def test_eval_of_an_averaged_run_says_which_weights(realism_host: None, basic_recipe: dict, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """train.ema: eval uses the averages (and says so); --weights raw the trained ones, into eval-raw.json."""
+    from gancore.testing import smoke_train
+
+    run = smoke_train(basic_recipe, tmp_path, steps=2, overrides=["output.checkpoint_every=1", "train.ema=0.9",
+                                                                  "train.ema_roles=['D']"])
+    assert cli.main(["eval", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "evaluating the averaged weights (train.ema) of D" in err
+    averaged = json.loads((run / "eval.json").read_text())
+    assert averaged["weights"] == "train.ema averages of D"
+    assert "weights: train.ema averages of D" in (run / "eval.md").read_text()
+    assert cli.main(["eval", str(run), "--weights", "raw"]) == 0
+    trained = json.loads((run / "eval-raw.json").read_text())
+    assert "weights" not in trained
+    # the fake metric reads D: the two evaluations saw different weights
+    assert trained["fake.realism"]["d_real"] != averaged["fake.realism"]["d_real"]
+
+
 class _Holdout(Metric):
     """A metric with a second protocol that reads a data folder (like drgan.recognition's 'cfp')."""
 
