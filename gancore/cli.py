@@ -152,7 +152,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import gancore
 
-    from .ema import EMA_FILE
     from .metrics import format_report
     from .recipe import _pydantic_problems
     from .runs import load_run
@@ -172,7 +171,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         results["weights"] = f"train.ema averages of {', '.join(run.averaged)}"
         print(f"note: evaluating the averaged weights (train.ema) of {', '.join(run.averaged)}; "
               f"--weights raw evaluates the trained ones", file=sys.stderr)
-    raw = raw and (run.checkpoint / EMA_FILE).is_file()
+    raw = run.averages_skipped
     if options:
         results["options"] = {name: dict(values) for name, values in options.items()}
     applied, offered = [], set()

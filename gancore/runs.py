@@ -33,6 +33,7 @@ class TrainedRun:
     step: int
     checkpoint: Path
     averaged: tuple[str, ...] = ()  # roles whose weights are train.ema's averages, not the trained ones
+    averages_skipped: bool = False  # the checkpoint has averages, and ema=False loaded the trained weights instead
     _sources: dict[str, DataSource] = field(default_factory=dict)
 
     @property
@@ -108,4 +109,4 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, sched
     for m in nets.values():
         m.eval().requires_grad_(False)
     return TrainedRun(dir=run_dir, resolved=resolved, nets=nets, info=info, step=int(state["step"]), checkpoint=ckpt,
-                      averaged=averaged)
+                      averaged=averaged, averages_skipped=not ema and (ckpt / EMA_FILE).is_file())

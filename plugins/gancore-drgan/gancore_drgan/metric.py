@@ -323,10 +323,11 @@ class RecognitionMetric(Metric):
                                      with_mean=bool(getattr(enc.config, "confidence", False))))
         out.update(self._rotations(run, source, train_src, model_yaws, probes, p_img, gen))
         thr = {**threshold_from_features(f, ident[every], 2000, gen), "step": run.step}  # the probes' features
-        write_verify_file(run, thr)
         out["verify_threshold"] = round(thr["threshold"], 4)
         out["verify_accuracy_heldout"] = round(thr["accuracy"], 4)
-        out["verify_threshold_file"] = str(Path(run.dir) / VERIFY_FILE)
+        if not getattr(run, "averages_skipped", False):  # `gancore verify` uses the averaged weights: keep theirs
+            write_verify_file(run, thr)
+            out["verify_threshold_file"] = str(Path(run.dir) / VERIFY_FILE)
         return out
 
     def _multi_curve(self, f: torch.Tensor, omega: torch.Tensor, p_ids: torch.Tensor, p_yaw: torch.Tensor,

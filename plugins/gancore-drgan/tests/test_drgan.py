@@ -282,6 +282,22 @@ def test_checkpoint_reload_gives_the_same_rotation(multi_run: Path) -> None:
 # evaluation
 
 
+def test_evaluating_the_trained_weights_of_an_averaged_run_keeps_the_verify_threshold(tmp_path: Path) -> None:
+    """`gancore verify` uses train.ema's averages, so only their evaluation may store its threshold."""
+    from gancore.runs import load_run
+    from gancore_drgan.metric import VERIFY_FILE, RecognitionMetric
+
+    run = _smoke("drgan-cpu.toml", tmp_path, ["train.ema=0.9", "train.ema_roles=['G_enc', 'G_dec']"])
+    metric = RecognitionMetric(max_probes=60, multi_max=2, multi_sets=1, pose_faces=2, identity_faces=0, mean_faces=1,
+                               classifier_steps=1, classifier_batch=4, figure_faces=1, batch=128)
+    raw = metric.compute(load_run(run, ema=False))
+    assert not (run / VERIFY_FILE).exists() and "verify_threshold_file" not in raw
+    averaged = metric.compute(load_run(run))
+    stored = json.loads((run / VERIFY_FILE).read_text())
+    assert averaged["verify_threshold"] == round(stored["threshold"], 4)
+    assert raw["rank1_all"] != averaged["rank1_all"] or raw["frontal_mse"] != averaged["frontal_mse"]
+
+
 def test_eval_metric_end_to_end(single_run: Path) -> None:
     from gancore.runs import load_run
     from gancore_drgan.metric import VERIFY_FILE, RecognitionMetric
