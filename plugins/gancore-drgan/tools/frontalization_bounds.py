@@ -1,0 +1,66 @@
+"""How low can frontalization error go on synthfaces' multipie profile? (no training)
+
+``drgan.recognition`` scores a frontalization against the true frontal render of the same
+identity *and light*; DR-GAN's f(x) is meant to drop the light.  This prints, on held-out
+neutral faces not already frontal (as the metric picks them), the MSE of
+
+- doing nothing (the input itself: the metric's baseline),
+- a light-agnostic oracle: the mean over all 20 lights of the true frontal render of the
+  same face (the best any renderer that knows everything but the light can do, in MSE),
+- the same face rendered frontal at the canonical (camera-axis) light,
+
+whole image and inside the head's mask, and per input yaw.
+
+    python plugins/gancore-drgan/tools/frontalization_bounds.py [--resolution 48] [--faces 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from gancore_drgan.metric import _default_light
+from gancore_synth.synthfaces import N_EXPRESSIONS, N_LIGHTS, N_POSES, SynthFaces
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample MSE, over the mask's pixels when given."""
+    if mask is None:
+        return (a - b).square().flatten(1).mean(1)
+    return ((a - b).square() * mask).flatten(1).sum(1) / (mask.flatten(1).sum(1) * a.shape[1]).clamp_min(1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--resolution", type=int, default=48)
+    ap.add_argument("--identities", type=int, default=100, help="training identities (the test split follows them)")
+    ap.add_argument("--faces", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    cfg = dict(profile="multipie", resolution=args.resolution, poses="all", identities=args.identities, split="test")
+    probe = SynthFaces(**cfg, size=N_POSES)
+    src = SynthFaces(**cfg, size=probe.n_ids_test * N_POSES * N_LIGHTS * N_EXPRESSIONS)  # the complete test grid
+    lab = src.labels()
+    pool = torch.nonzero((lab["expression"] == 0) & (lab["yaw"].abs() > 1e-3)).flatten()
+    gen = torch.Generator().manual_seed(args.seed)
+    pick = pool[torch.randperm(len(pool), generator=gen)[: args.faces]]
+    f = src.factors(pick)
+    x = src.render(f)
+    front = {**f, "yaw": torch.zeros_like(f["yaw"].float())}
+    truth, masks = src.render(front, masks=True)
+    head = (sum(m for n, m in masks.items() if n not in ("background", "body")) > 0.5).float()[:, None]
+    oracle = sum(src.render({**front, "light": torch.full_like(f["light"], k)}) for k in range(N_LIGHTS)) / N_LIGHTS
+    canon = src.render({**front, "light": torch.full_like(f["light"], _default_light(src))})
+    answers = {"do nothing (the input)": x, "light-agnostic oracle": oracle, "canonical light": canon}
+    print(f"{len(pick)} held-out neutral faces at {args.resolution} px, not frontal; MSE on [-1, 1] images")
+    print(f"{'':26s} {'whole':>7s} {'face':>7s}")
+    for name, a in answers.items():
+        print(f"{name:26s} {float(_mse(a, truth).mean()):7.4f} {float(_mse(a, truth, head).mean()):7.4f}")
+    print("by input yaw (whole image): do nothing / light-agnostic oracle")
+    for y in sorted(set(f["yaw"].tolist())):
+        s = f["yaw"] == y
+        print(f"  {y:+5.0f}: {float(_mse(x[s], truth[s]).mean()):.4f} / {float(_mse(oracle[s], truth[s]).mean()):.4f}")
+
+
+if __name__ == "__main__":
+    main()
