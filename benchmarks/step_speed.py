@@ -469,16 +469,6 @@ def run_child(spec: dict[str, Any], tmp: Path, tag: str, env: dict[str, str], ti
     return result
 
 
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def fmt(v: Any, spec: str = ".1f") -> str:
     return "—" if v is None else format(v, spec)
 
@@ -592,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from gancore.engine import cpu_has_native_bf16
+
     benches = registered(args.plugin)
     if not benches:
         print("no benchmark is registered (install a paper plugin, e.g. pip install -e plugins/gancore-residual)",
@@ -604,10 +596,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     env = {**os.environ, "GANCORE_RENDER_COMPILE": "0"}  # preparing renders a few batches: eager is quicker
-    flags = cpu_flags()
     load_before = os.getloadavg()
     header = (f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs "
-              f"(bf16: {'avx512_bf16' if 'avx512_bf16' in flags else 'amx' if 'amx_bf16' in flags else 'not native'}), "
+              f"(bf16: {'native' if cpu_has_native_bf16() else 'not native'}), "
               f"torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}"
               + (f", GPU {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
     print(header, file=sys.stderr)

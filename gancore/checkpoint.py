@@ -28,7 +28,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["save_checkpoint", "latest_checkpoint", "latest_readable_checkpoint", "check_readable",
+WEIGHTS_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"  # train.ema's averaged weights, same key layout as WEIGHTS_FILE
+
+__all__ = ["WEIGHTS_FILE", "EMA_FILE", "save_checkpoint", "latest_checkpoint", "latest_readable_checkpoint", "check_readable",
            "list_checkpoints", "load_weights", "load_checkpoint", "CheckpointError", "rng_state", "set_rng_state"]
 
 
@@ -86,9 +89,8 @@ def check_readable(ckpt: Path) -> None:
     from safetensors import safe_open
 
     read_state(ckpt)
-    for weights in (Path(ckpt) / "model.safetensors", Path(ckpt) / "ema.safetensors"):
-        if weights.name != "model.safetensors" and not weights.exists():
-            continue
+    files = [WEIGHTS_FILE] + ([EMA_FILE] if (Path(ckpt) / EMA_FILE).exists() else [])
+    for weights in (Path(ckpt) / name for name in files):
         try:
             with safe_open(str(weights), framework="pt") as f:
                 f.keys()
@@ -129,7 +131,7 @@ def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    for name, group in (("model.safetensors", nets), ("ema.safetensors", averages or {})):
+    for name, group in ((WEIGHTS_FILE, nets), (EMA_FILE, averages or {})):
         if group:
             tensors = {f"{role}.{key}": value.detach().to("cpu").contiguous().clone()
                        for role, net in group.items() for key, value in net.state_dict().items()}
@@ -161,7 +163,7 @@ def read_state(ckpt: Path) -> dict[str, Any]:
 
 
 def load_weights(ckpt: Path, nets: dict[str, torch.nn.Module], strict: bool = True,
-                 file: str = "model.safetensors") -> None:
+                 file: str = WEIGHTS_FILE) -> None:
     """Load each role's weights from ``ckpt/model.safetensors`` (or another file of the checkpoint,
     e.g. the averaged weights ``ema.safetensors``)."""
     path = Path(ckpt) / file

@@ -164,14 +164,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     options = _metric_options(getattr(args, "options", []), [s.name for s in specs])
     if isinstance(options, str):
         return _fail(f"gancore eval: {options}")
-    raw = getattr(args, "weights", "ema") == "raw"
-    run = load_run(args.run, args.checkpoint, ema=not raw)
+    run = load_run(args.run, args.checkpoint, ema=getattr(args, "weights", "ema") != "raw")
     results: dict[str, Any] = {"run": str(run.dir), "step": run.step, "schedule": run.schedule_name}
     if run.averaged:
         results["weights"] = f"train.ema averages of {', '.join(run.averaged)}"
         print(f"note: evaluating the averaged weights (train.ema) of {', '.join(run.averaged)}; "
               f"--weights raw evaluates the trained ones", file=sys.stderr)
-    raw = run.averages_skipped
     if options:
         results["options"] = {name: dict(values) for name, values in options.items()}
     applied, offered = [], set()
@@ -199,7 +197,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             return _fail(f"gancore eval: no installed metric of schedule {run.schedule_name!r} offers protocol "
                          f"{protocol!r} (offered: {have})")
         return _fail(f"no installed metric evaluates runs of schedule {run.schedule_name!r}")
-    stem = (f"eval-{protocol}" if protocol is not None else "eval") + ("-raw" if raw else "")
+    stem = (f"eval-{protocol}" if protocol is not None else "eval") + ("-raw" if run.averages_skipped else "")
     out_json, out_md = run.dir / f"{stem}.json", run.dir / f"{stem}.md"
     _write_atomic(out_json, json.dumps(results, indent=2) + "\n")
     _write_atomic(out_md, format_report(results, markdown=True, base=run.dir))

@@ -14,13 +14,17 @@ or ``gancore eval --weights raw`` give the trained weights themselves).
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["WeightAverage", "EMA_FILE"]
+__all__ = ["WeightAverage", "averaged_roles"]
 
-EMA_FILE = "ema.safetensors"  # beside model.safetensors in a checkpoint, same key layout
+
+def averaged_roles(resolved: Any) -> list[str]:
+    """The roles ``train.ema`` averages: ``train.ema_roles``, or every role the schedule trains."""
+    return list(resolved.train.ema_roles or resolved.schedule.optimized_roles())
 
 
 class WeightAverage:
@@ -41,9 +45,7 @@ class WeightAverage:
             d = min(self.decay, (1 + n) / (10 + n))
             avg, live = self.nets[role], self._live[role]
             with torch.no_grad():
-                a = [p for p in avg.parameters() if p.dtype.is_floating_point]
-                b = [p.detach() for p in live.parameters() if p.dtype.is_floating_point]
-                torch._foreach_lerp_(a, b, 1.0 - d)
+                torch._foreach_lerp_(list(avg.parameters()), [p.detach() for p in live.parameters()], 1.0 - d)
                 for x, y in zip(avg.buffers(), live.buffers()):
                     x.copy_(y)
             self.updates[role] = n + 1

@@ -34,9 +34,9 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import (latest_checkpoint, latest_readable_checkpoint, load_checkpoint, load_weights, read_state,
-                         rng_state, save_checkpoint)
-from .ema import EMA_FILE, WeightAverage
+from .checkpoint import (EMA_FILE, latest_checkpoint, latest_readable_checkpoint, load_checkpoint, load_weights,
+                         read_state, rng_state, save_checkpoint)
+from .ema import WeightAverage, averaged_roles
 from .data.base import BatchPlan, DataError, DataSource, PartialLabels
 from .grid import save_grid
 from .losses import LossSum
@@ -72,8 +72,8 @@ def cpu_has_native_bf16(capabilities: Mapping[str, Any] | None = None) -> bool:
     """Whether this CPU computes bf16 natively: AVX-512 BF16 or AMX-BF16 instructions.
 
     Not oneDNN's ``_is_mkldnn_bf16_supported``: that says yes on any AVX-512 CPU, where bf16
-    is emulated (measured on an AVX-512 Xeon without BF16: CAAE's CPU step ~5x slower than
-    fp32).  ``capabilities`` (default: ``torch.cpu.get_capabilities()``) is for tests.
+    is emulated (measured on an AVX-512 Xeon without BF16: every CPU recipe's step 2-3x slower
+    than fp32, docs/benchmarks.md).  ``capabilities`` (default: ``torch.cpu.get_capabilities()``) is for tests.
     """
     if capabilities is None:
         try:
@@ -326,7 +326,7 @@ def train(resolved: Resolved, *, resume: bool = False, overwrite: bool = False,
     sched_state: dict[str, Any] = {}
 
     start = 0
-    averages = WeightAverage(plain, t.ema_roles or trained_roles, t.ema) if t.ema else None
+    averages = WeightAverage(plain, averaged_roles(resolved), t.ema) if t.ema else None
     if resume and ckpt is not None:
         restored = load_checkpoint(ckpt, plain, optims, rank=rank, world=world)
         start = int(restored["step"])

@@ -11,9 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, latest_checkpoint, latest_readable_checkpoint, load_weights, read_state
+from .checkpoint import (EMA_FILE, CheckpointError, latest_checkpoint, latest_readable_checkpoint, load_weights,
+                         read_state)
 from .data.base import DataSource
-from .ema import EMA_FILE
+from .ema import averaged_roles
 from .parts import DataInfo
 from .recipe import Resolved, load_recipe
 
@@ -102,11 +103,11 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, *, sched
     nets = {role: spec.build(cfg, info=info) for role, (spec, cfg) in resolved.parts.items()}
     load_weights(ckpt, nets)
     averaged: tuple[str, ...] = ()
-    if ema and (ckpt / EMA_FILE).is_file():
-        roles = list(resolved.train.ema_roles or resolved.schedule.optimized_roles())
-        load_weights(ckpt, {r: nets[r] for r in roles}, file=EMA_FILE)
-        averaged = tuple(roles)
+    has_averages = (ckpt / EMA_FILE).is_file()
+    if ema and has_averages:
+        averaged = tuple(averaged_roles(resolved))
+        load_weights(ckpt, {r: nets[r] for r in averaged}, file=EMA_FILE)
     for m in nets.values():
         m.eval().requires_grad_(False)
     return TrainedRun(dir=run_dir, resolved=resolved, nets=nets, info=info, step=int(state["step"]), checkpoint=ckpt,
-                      averaged=averaged, averages_skipped=not ema and (ckpt / EMA_FILE).is_file())
+                      averaged=averaged, averages_skipped=not ema and has_averages)
