@@ -28,6 +28,11 @@ ground truth that no real dataset has.
   c).  Frontalization is c = frontal; ``identity_kept`` is the share of rotations whose
   nearest true render (MSE) among the same scene with 10 identities (own + 9 others, same
   pose, light, expression, background) is their own (synthetic data only; chance 0.1).
+- **sharpness** (CVPR Fig. 4: an L2-trained G renders blurred faces, DR-GAN's adversarial
+  one sharp ones — a contrast that pixel errors, which reward blur, cannot show): the mean
+  absolute difference between neighbouring pixels of G's rotations over that of the true
+  images at the same pose (1 = as much fine detail as the truth), per pose and averaged;
+  ``sharpness_baseline`` is the mean face's ratio (what averaging gives).
 - figures under ``RUN/eval/``: ``drgan_rotations.png`` (pairs of rows: the input and its
   rotation to every pose, then the true renders beneath), and for multi-image runs
   ``drgan_fused.png`` (n inputs, then their fused identity at every pose).
@@ -61,7 +66,7 @@ from .fusion import fuse
 from .poses import frontal_pose, pose_yaws, standard_yaws
 from .schedule import to_channels
 
-__all__ = ["RecognitionMetric", "MetricError", "verification_threshold", "VERIFY_FILE", "encode"]
+__all__ = ["RecognitionMetric", "MetricError", "verification_threshold", "VERIFY_FILE", "encode", "detail"]
 
 SCHEDULE = "drgan.schedule"
 #: where the verification threshold is stored in a run folder.
@@ -143,6 +148,14 @@ def _test_source(run: Any, identities: int | None = None) -> Any:
         raise MetricError(f"drgan.recognition.test_identities = {identities} renders more held-out identities, which only "
                           f"synthfaces' multipie profile can; this run's data is {run.resolved.data_spec.name!r}")
     return run.data("test")
+
+
+def detail(x: torch.Tensor) -> torch.Tensor:
+    """``[B]`` mean absolute difference between horizontally and vertically neighbouring pixels
+    (half each): how much fine detail, edges and texture an image has; blur lowers it."""
+    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
+    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
+    return (dx + dy) / 2
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -452,6 +465,16 @@ class RecognitionMetric(Metric):
                 else:
                     e = _mse(ans, t)
                 err[key].append(round(float(e.mean()), 5))
+        # sharpness: G's fine detail over the truth's at each pose (all inputs, moved or not)
+        sharp = [None if t is None else round(float(detail(rot[p]).mean() / detail(t).mean().clamp_min(1e-8)), 4)
+                 for p, t in enumerate(truths)]
+        if any(v is not None for v in sharp):
+            known = [q for q, v in enumerate(sharp) if v is not None]
+            out["sharpness"] = round(sum(sharp[q] for q in known) / len(known), 4)
+            out["sharpness_baseline"] = round(sum(  # the mean face: what blur towards the average gives
+                float(detail(mean_face[q : q + 1]).mean() / detail(truths[q]).mean().clamp_min(1e-8)) for q in known
+            ) / len(known), 4)
+            out["sharpness_by_pose"] = sharp
         front = frontal_pose(model_yaws, poses)
         for region in ("", "_face"):
             if err[region][front] is None:

@@ -298,6 +298,17 @@ def test_evaluating_the_trained_weights_of_an_averaged_run_keeps_the_verify_thre
     assert raw["rank1_all"] != averaged["rank1_all"] or raw["frontal_mse"] != averaged["frontal_mse"]
 
 
+def test_detail_measures_blur() -> None:
+    from gancore_drgan.metric import detail
+
+    x = torch.zeros(2, 3, 4, 4)
+    x[0, :, :, 2:] = 1.0  # one vertical edge: 4 of 12 horizontal pairs differ by 1, no vertical pair
+    assert torch.allclose(detail(x), torch.tensor([(4 / 12 + 0) / 2, 0.0]))
+    img = torch.rand(1, 3, 16, 16) * 2 - 1
+    blurred = torch.nn.functional.avg_pool2d(img, 3, 1, 1, count_include_pad=False)
+    assert detail(blurred) < 0.6 * detail(img) and torch.equal(detail(img), detail(img.clone()))
+
+
 def test_eval_metric_end_to_end(single_run: Path) -> None:
     from gancore.runs import load_run
     from gancore_drgan.metric import VERIFY_FILE, RecognitionMetric
@@ -307,9 +318,11 @@ def test_eval_metric_end_to_end(single_run: Path) -> None:
     out = metric.compute(load_run(single_run))
     assert out["yaws"] == [-90.0 + 15 * k for k in range(13)] and out["gallery_identities"] == 2
     for key in ("rank1_avg60", "rank1_avg60_baseline", "rank1_avg60_untrained", "pose_control", "frontal_mse",
-                "frontal_mse_baseline", "frontal_mse_mean_face", "identity_kept", "pose_classifier_accuracy"):
+                "frontal_mse_baseline", "frontal_mse_mean_face", "identity_kept", "pose_classifier_accuracy",
+                "sharpness", "sharpness_baseline"):
         assert out[key] is not None and math.isfinite(out[key]) and out[key] >= 0, key
     assert len(out["rank1_by_yaw"]) == 13 and len(out["pose_control_by_pose"]) == 13
+    assert len(out["sharpness_by_pose"]) == 13 and out["sharpness_baseline"] < 1  # an average is blurrier than a render
     assert out["multi_n"] == [1, 2, 3] and len(out["multi_rank1_by_n"]) == 3
     assert Path(out["rotations_png"]).is_file()
     assert (single_run / VERIFY_FILE).is_file() and -1 <= out["verify_threshold"] <= 1 + 1e-6
