@@ -15,6 +15,10 @@ Profiles mimic the datasets of the papers gancore reproduces:
 * ``multipie`` — a fixed set of identities × 13 poses (−90°..90°, 15° steps) × 20 lights ×
   4 expressions; label ``pose`` is the pose index 0..12.  ``poses = "drgan9"`` keeps the 9
   poses within ±60° (DR-GAN's CVPR protocol; ``pose`` 0..8), or a list of yaws in degrees.
+  As in Multi-PIE's studio, the backdrop is one for everyone (``backdrop = "random"`` draws
+  it per image, as the other profiles do and as this profile did before); clothes stay drawn
+  per image, like a subject's changing clothes across Multi-PIE's sessions, so that they are
+  not an identity cue.
 * ``free`` — every factor random, yaw −90°..90°.
 """
 
@@ -255,6 +259,10 @@ class SynthSource(DataSource):
     #: cache format version: bump when the images of the same factors change.
     version: ClassVar[int] = 1
 
+    def cache_version(self) -> int:
+        """The version in this source's cache file names (a subclass may tell its variants apart)."""
+        return self.version
+
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         c = self.config
@@ -385,10 +393,12 @@ class SynthSource(DataSource):
                 del fields["poses"]
             if fields.get("test_identities", 0) is None:  # likewise
                 del fields["test_identities"]
+            if fields.get("backdrop", 0) is None:  # likewise (cache_version tells multipie's studio apart)
+                del fields["backdrop"]
             # the compiled renderer agrees with the eager one to ~1e-6, not bit for bit: a cache
             # filled by one backend is never mixed with the other's images
             compiled = self.device.type == "cpu" and render_backend() == "compiled"
-            tag = f"{self.name}-v{self.version}-{_key(sorted(fields.items())):08x}-{self._n}x{c.resolution}"
+            tag = f"{self.name}-v{self.cache_version()}-{_key(sorted(fields.items())):08x}-{self._n}x{c.resolution}"
             tag += "-compiled" if compiled else ""
             # adaptive anti-aliasing draws other pixels than full: never the same files
             tag += "-aa_adaptive" if getattr(c, "aa", "full") == "adaptive" and c.supersample > 1 else ""
@@ -428,6 +438,10 @@ class SynthFaces(SynthSource):
         )
         cache: str | None = Field(None, description="directory for a memory-mapped uint8 cache of rendered images")
         supersample: int = Field(2, ge=1, le=4, description="anti-aliasing subsamples per pixel side")
+        backdrop: Literal["studio", "random"] | None = Field(
+            None, description="'studio': one backdrop colour for all images; 'random': drawn per image; "
+            "None: the profile's (multipie: studio, the others: random)"
+        )
         aa: Literal["full", "adaptive"] = Field(
             "full", description="anti-aliasing: every pixel supersampled, or only pixels with edges / fine texture"
         )
@@ -461,6 +475,11 @@ class SynthFaces(SynthSource):
     )
     name: ClassVar[str] = "synthfaces"
     parts: ClassVar[tuple[str, ...]] = PARTS
+
+    def cache_version(self) -> int:
+        # multipie's default backdrop became one for all images (it was drawn per image): its
+        # caches of the old images must never be read as the new ones
+        return self.version + (1 if self.config.profile == "multipie" and self.config.backdrop is None else 0)
 
     def _default_ids(self) -> int:
         return _DEFAULT_IDS[self.config.profile]
@@ -585,7 +604,13 @@ class SynthFaces(SynthSource):
             background=(u[:, 13] * len(BACKGROUNDS)).long().clamp(max=len(BACKGROUNDS) - 1),
             clothes=(u[:, 14] * len(CLOTHES)).long().clamp(max=len(CLOTHES) - 1),
         )
+        if self.backdrop() == "studio":
+            f["background"] = torch.zeros(n, dtype=torch.long)
         return f
+
+    def backdrop(self) -> str:
+        """'studio' (one backdrop colour for every image) or 'random' (one drawn per image)."""
+        return self.config.backdrop or ("studio" if self.config.profile == "multipie" else "random")
 
 
 def _coprime_stride(total: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -111,6 +113,27 @@ def test_profiles_label_ranges() -> None:
         assert 0.3 <= ce[name].float().mean() <= 0.6, name
     fr = SynthFaces(profile="free", resolution=R, size=500).labels()
     assert fr["yaw"].min() < -80 and fr["yaw"].max() > 80
+
+
+def test_multipie_has_one_studio_backdrop(tmp_path: object) -> None:
+    """Multi-PIE is shot in one studio: one backdrop colour for every image of the profile (the
+    other profiles, or backdrop = "random", draw it per image); clothes stay per image, so
+    that they are no identity cue; the two never share a cache."""
+    mp = SynthFaces(profile="multipie", resolution=R, identities=12, size=600)
+    f = mp.factors(torch.arange(600))
+    assert (f["background"] == 0).all() and mp.backdrop() == "studio"
+    one_id = f["identity"] == f["identity"][0]
+    assert f["clothes"][one_id].unique().numel() > 1  # not tied to the person
+    old = SynthFaces(profile="multipie", resolution=R, identities=12, size=600, backdrop="random")
+    assert old.factors(torch.arange(600))["background"].unique().numel() > 1
+    ce = SynthFaces(profile="celeba", resolution=R, identities=5, size=400)
+    assert ce.factors(torch.arange(400))["background"].unique().numel() > 1 and ce.backdrop() == "random"
+    assert SynthFaces(profile="celeba", resolution=R, backdrop="studio").factors(torch.arange(50))["background"].eq(0).all()
+    assert mp.cache_version() == ce.cache_version() + 1 == old.cache_version() + 1
+    a = SynthFaces(profile="multipie", resolution=R, identities=3, size=8, cache=str(tmp_path))
+    b = SynthFaces(profile="multipie", resolution=R, identities=3, size=8, cache=str(tmp_path), backdrop="random")
+    assert not torch.equal(a.load([0, 1])["image"], b.load([0, 1])["image"])
+    assert len(list(Path(str(tmp_path)).glob("*.u8"))) == 2
 
 
 def test_multipie_pose_subsets() -> None:
