@@ -466,14 +466,13 @@ class RecognitionMetric(Metric):
                     e = _mse(ans, t)
                 err[key].append(round(float(e.mean()), 5))
         # sharpness: G's fine detail over the truth's at each pose (all inputs, moved or not)
-        sharp = [None if t is None else round(float(detail(rot[p]).mean() / detail(t).mean().clamp_min(1e-8)), 4)
-                 for p, t in enumerate(truths)]
-        if any(v is not None for v in sharp):
-            known = [q for q, v in enumerate(sharp) if v is not None]
+        truth_detail = [None if t is None else detail(t).mean().clamp_min(1e-8) for t in truths]
+        sharp = [None if d is None else round(float(detail(rot[p]).mean() / d), 4) for p, d in enumerate(truth_detail)]
+        known = [q for q, d in enumerate(truth_detail) if d is not None]
+        if known:
             out["sharpness"] = round(sum(sharp[q] for q in known) / len(known), 4)
             out["sharpness_baseline"] = round(sum(  # the mean face: what blur towards the average gives
-                float(detail(mean_face[q : q + 1]).mean() / detail(truths[q]).mean().clamp_min(1e-8)) for q in known
-            ) / len(known), 4)
+                float(detail(mean_face[q : q + 1]).mean() / truth_detail[q]) for q in known) / len(known), 4)
             out["sharpness_by_pose"] = sharp
         front = frontal_pose(model_yaws, poses)
         for region in ("", "_face"):

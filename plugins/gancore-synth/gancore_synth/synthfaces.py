@@ -259,9 +259,14 @@ class SynthSource(DataSource):
     #: cache format version: bump when the images of the same factors change.
     version: ClassVar[int] = 1
 
-    def cache_version(self) -> int:
-        """The version in this source's cache file names (a subclass may tell its variants apart)."""
-        return self.version
+    def _cache_fields(self) -> dict[str, Any]:
+        """The config values that name this source's cache files: what decides its images."""
+        fields = {k: v for k, v in self.config.model_dump().items() if k not in ("cache", "attribute", "device", "aa")}
+        if fields.get("poses") == "all":  # the default: caches written before the key existed stay valid
+            del fields["poses"]
+        if fields.get("test_identities", 0) is None:  # likewise
+            del fields["test_identities"]
+        return fields
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
@@ -388,17 +393,11 @@ class SynthSource(DataSource):
             c = self.config
             root = Path(c.cache)  # type: ignore[arg-type]
             root.mkdir(parents=True, exist_ok=True)
-            fields = {k: v for k, v in c.model_dump().items() if k not in ("cache", "attribute", "device", "aa")}
-            if fields.get("poses") == "all":  # the default: caches written before the key existed stay valid
-                del fields["poses"]
-            if fields.get("test_identities", 0) is None:  # likewise
-                del fields["test_identities"]
-            if fields.get("backdrop", 0) is None:  # likewise (cache_version tells multipie's studio apart)
-                del fields["backdrop"]
+            fields = self._cache_fields()
             # the compiled renderer agrees with the eager one to ~1e-6, not bit for bit: a cache
             # filled by one backend is never mixed with the other's images
             compiled = self.device.type == "cpu" and render_backend() == "compiled"
-            tag = f"{self.name}-v{self.cache_version()}-{_key(sorted(fields.items())):08x}-{self._n}x{c.resolution}"
+            tag = f"{self.name}-v{self.version}-{_key(sorted(fields.items())):08x}-{self._n}x{c.resolution}"
             tag += "-compiled" if compiled else ""
             # adaptive anti-aliasing draws other pixels than full: never the same files
             tag += "-aa_adaptive" if getattr(c, "aa", "full") == "adaptive" and c.supersample > 1 else ""
@@ -476,10 +475,15 @@ class SynthFaces(SynthSource):
     name: ClassVar[str] = "synthfaces"
     parts: ClassVar[tuple[str, ...]] = PARTS
 
-    def cache_version(self) -> int:
-        # multipie's default backdrop became one for all images (it was drawn per image): its
-        # caches of the old images must never be read as the new ones
-        return self.version + (1 if self.config.profile == "multipie" and self.config.backdrop is None else 0)
+    def _cache_fields(self) -> dict[str, Any]:
+        # the backdrop the images have, not the option as written: a per-image one (every
+        # profile's until multipie got its studio) names no field, so those caches stay valid;
+        # a studio one is always named, so multipie's old images are never read as new ones
+        fields = super()._cache_fields()
+        del fields["backdrop"]
+        if self.backdrop() == "studio":
+            fields["backdrop"] = "studio"
+        return fields
 
     def _default_ids(self) -> int:
         return _DEFAULT_IDS[self.config.profile]
