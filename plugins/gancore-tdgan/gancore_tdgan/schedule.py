@@ -7,8 +7,8 @@ fixed at their current weights (papers.md §4.2):
 phase  steps     objective (defaults λ1 = λ2 = 1, λ3 = 0.01; see ``Config``)
 =====  ========  ===============================================================
 ``g``  g         λ1·f1(R*, g) + λ2·f2(G*, g)
-``G``  G         λ2·f2(G, g*) + λ3·f3(R*, G, D*)            [+ λu·f̃1(G, R*)]
-``R``  R         λ1·f1(R, g*) + λ3·f3(R, G*, D*)            [+ λu_R·f̃1(G*, R)]
+``G``  G         λ2·f2(G, g*) + λ3·f3(R*, G, D*)            [+ λu·f̃1(G, R*)] [+ λr·f̂1(G, R*)]
+``R``  R         λ1·f1(R, g*) + λ3·f3(R, G*, D*)            [+ λu_R·f̃1(G*, R)] [+ λr_R·f̂1(G*, R)]
 ``D``  D         max λ3·f3(R*, G*, D)
 =====  ========  ===============================================================
 
@@ -25,6 +25,14 @@ tags to map) or D's.  Its weight in R's step can be set apart (``lambda_u_R``, d
 summed over pixels, f̃1 is hundreds of times f1 (summed over code dimensions), so at λu = λ2
 it, not the tags, decides what R's blocks hold.  f3 needs no tags either, so with ``semi = true`` it is taken over
 every image of the iteration: D judges G(R(x)) of tagged and untagged images alike.
+
+**Tagged reconstruction (not in the paper, off by default).** f̂1 = ‖G(R(x)) − x‖² on the
+*tagged* images, weighted by ``lambda_recon`` in G's step and ``lambda_recon_R`` in R's.  In
+the paper's fully tagged objective R learns only from f1 (match g's codes) and λ3·f3; nothing
+asks R(x) to hold what the tags do not name (a chair's colour, the light on a face), so G(R(x))
+loses it.  f̂1 is f̃1's term on the images that have tags; G(R(x)) is already made for f3, so
+it costs one squared norm.  The same caution as ``lambda_u_R`` applies to its weight in R's
+step.
 
 **Shared forwards** (``ctx.once``): R(x), g(C), G(g(C)), G(R(x)) and D(G(R(x))) are made
 once and reused by every later phase until a network they went through steps; then the core
@@ -97,6 +105,12 @@ class TDGANSchedule(Schedule):
         lambda_u_R: float | None = Field(
             None, ge=0, description="weight of f~1 in R's step alone, when it should differ from G's; None: λu"
         )
+        lambda_recon: float = Field(
+            0.0, ge=0, description="weight of ||G(R(x)) - x||^2 on tagged images in G's step (not in the paper; 0: off)"
+        )
+        lambda_recon_R: float | None = Field(
+            None, ge=0, description="its weight in R's step; None: lambda_recon"
+        )
         reduction: Literal["sum", "mean"] = Field(
             "sum", description="squared norms of f1, f2, f~1: 'sum' per sample (the paper's ||.||^2) or 'mean' per element"
         )
@@ -139,6 +153,11 @@ class TDGANSchedule(Schedule):
     def lambda_u_R(self) -> float:
         c = self.config
         return self.lambda_u if c.lambda_u_R is None else c.lambda_u_R
+
+    @property
+    def lambda_recon_R(self) -> float:
+        c = self.config
+        return c.lambda_recon if c.lambda_recon_R is None else c.lambda_recon_R
 
     # -- shared forwards -----------------------------------------------------------------------
     def _check_parts(self, ctx: Context) -> None:
@@ -227,6 +246,11 @@ class TDGANSchedule(Schedule):
             semi_G = [UntaggedReconstruction(**f1u, weight=self.lambda_u)]
             semi_R = [UntaggedReconstruction(**f1u, weight=self.lambda_u_R)]
             semi_reads = ("real_u", "rx_u", "recon_u")
+        f1r = {"inputs": {"recon": "recon", "real": "real"}, "reduction": red, "name": "f1r"}
+        if c.lambda_recon > 0:
+            semi_G.append(UntaggedReconstruction(**f1r, weight=c.lambda_recon))
+        if self.lambda_recon_R > 0:
+            semi_R.append(UntaggedReconstruction(**f1r, weight=self.lambda_recon_R))
         return [
             Phase("g", trains=("g",), run=self._run_g, losses=[f1, f2], provides=("real", "rx", "gc", "render")),
             Phase("G", trains=("G",), run=self._run_G, losses=[f2, f3_gen, *semi_G], accepts_extra_losses=True,

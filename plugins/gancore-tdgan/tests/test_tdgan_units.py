@@ -179,6 +179,12 @@ def test_schedule_phases_follow_the_paper() -> None:
     apart = {p.name: p for p in TDGANSchedule(semi=True, lambda_u=7.0, lambda_u_R=0.01).phases()}
     assert [t.config.weight for t in apart["G"].losses if t.name == "f1u"] == [7.0]  # R's weight set apart
     assert [t.config.weight for t in apart["R"].losses if t.name == "f1u"] == [0.01]
+    recon = {p.name: p for p in TDGANSchedule(lambda_recon=2.0, lambda_recon_R=0.05).phases()}
+    weights = {n: [(t.config.weight, t.sources) for t in p.losses if t.name == "f1r"] for n, p in recon.items()}
+    assert weights == {"g": [], "G": [(2.0, {"recon": "recon", "real": "real"})],
+                       "R": [(0.05, {"recon": "recon", "real": "real"})], "D": []}  # tagged G(R(x)) vs x
+    assert [t.config.weight for t in TDGANSchedule(lambda_recon=3.0).phases()[2].losses if t.name == "f1r"] == [3.0]
+    assert not any(t.name == "f1r" for p in TDGANSchedule().phases() for t in p.losses)  # off by default
     assert TDGANSchedule().sweep_tag() == "view" and TDGANSchedule(tags=["identity", "pose", "light"]).sweep_tag() == "pose"
     assert s.required_labels() == ("identity", "view")
     with pytest.raises(Exception, match="distinct"):
