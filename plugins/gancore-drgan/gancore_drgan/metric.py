@@ -158,8 +158,17 @@ def detail(x: torch.Tensor) -> torch.Tensor:
     return (dx + dy) / 2
 
 
-def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return per_sample_mean((a.float() - b.float()).square())
+def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample mean squared error [B]; over the pixels of ``mask`` ([B, 1, R, R]) when given."""
+    sq = (a.float() - b.float()).square()
+    if mask is None:
+        return per_sample_mean(sq)
+    return (sq * mask).flatten(1).sum(1) / (mask.flatten(1).sum(1) * a.shape[1]).clamp_min(1)
+
+
+def head_mask(masks: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The head ([B, 1, R, R], 0/1) from synthfaces' part masks: every part but background and body."""
+    return (sum(m for name, m in masks.items() if name not in ("background", "body")) > 0.5).float()[:, None]
 
 
 class PoseClassifier(nn.Module):
@@ -395,8 +404,7 @@ class RecognitionMetric(Metric):
             f = source.factors(idx)
             f["yaw"] = torch.full_like(f["yaw"].float(), yaw)
             image, masks = source.render(f, masks=True)
-            head = sum(m for name, m in masks.items() if name not in ("background", "body"))
-            return to_channels(image, model_channels), (head > 0.5).float()[:, None]
+            return to_channels(image, model_channels), head_mask(masks)
         keys = [k for k in ("identity", "session", "recording", "illumination", "expression") if k in labels]
         if "yaw" not in labels:
             return None
@@ -460,10 +468,7 @@ class RecognitionMetric(Metric):
                 t, mask = got[0][moved], got[1][moved] if got[1] is not None else None
                 kind = key.removeprefix("_face")
                 ans = {"": rot[p], "_baseline": x, "_mean_face": mean_face[p].expand_as(got[0])}[kind][moved]
-                if key.startswith("_face"):
-                    e = ((ans - t).square() * mask).flatten(1).sum(1) / (mask.flatten(1).sum(1) * t.shape[1]).clamp_min(1)
-                else:
-                    e = _mse(ans, t)
+                e = masked_mse(ans, t, mask if key.startswith("_face") else None)
                 err[key].append(round(float(e.mean()), 5))
         # sharpness: G's fine detail over the truth's at each pose (all inputs, moved or not)
         truth_detail = [None if t is None else detail(t).mean().clamp_min(1e-8) for t in truths]

@@ -309,6 +309,22 @@ def test_detail_measures_blur() -> None:
     assert detail(blurred) < 0.6 * detail(img) and torch.equal(detail(img), detail(img.clone()))
 
 
+def test_masked_mse_and_head_mask_by_hand() -> None:
+    from gancore_drgan.metric import head_mask, masked_mse
+
+    a, b = torch.zeros(2, 3, 2, 2), torch.zeros(2, 3, 2, 2)
+    a[0, :, 0, 0] = 2.0  # sample 0: one pixel off by 2 in every channel
+    a[1, :, 1, 1] = 1.0  # sample 1: another pixel off by 1
+    assert torch.allclose(masked_mse(a, b), torch.tensor([4 / 4, 1 / 4]))
+    mask = torch.zeros(2, 1, 2, 2)
+    mask[:, :, 0, :] = 1.0  # the top row only: sample 0's error is inside it, sample 1's outside
+    assert torch.allclose(masked_mse(a, b, mask), torch.tensor([4 / 2, 0.0]))
+    assert torch.equal(masked_mse(a, b, torch.zeros(2, 1, 2, 2)), torch.zeros(2))  # an empty mask: 0, not NaN
+    parts = {"background": torch.ones(1, 2, 2), "body": torch.ones(1, 2, 2), "skin": torch.tensor([[[0.9, 0.2], [0.0, 0.0]]]),
+             "hair": torch.tensor([[[0.0, 0.4], [0.0, 0.0]]])}
+    assert torch.equal(head_mask(parts), torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]]))  # skin + hair > 0.5
+
+
 def test_eval_metric_end_to_end(single_run: Path) -> None:
     from gancore.runs import load_run
     from gancore_drgan.metric import VERIFY_FILE, RecognitionMetric

@@ -25,15 +25,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from gancore_drgan.metric import _default_light
+from gancore_drgan.metric import _default_light, head_mask, masked_mse
 from gancore_synth.synthfaces import BACKGROUNDS, CLOTHES, N_EXPRESSIONS, N_LIGHTS, N_POSES, SynthFaces
-
-
-def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-sample MSE, over the mask's pixels when given."""
-    if mask is None:
-        return (a - b).square().flatten(1).mean(1)
-    return ((a - b).square() * mask).flatten(1).sum(1) / (mask.flatten(1).sum(1) * a.shape[1]).clamp_min(1)
 
 
 def main() -> None:
@@ -57,7 +50,7 @@ def main() -> None:
     x = src.render(f)
     front = {**f, "yaw": torch.zeros_like(f["yaw"].float())}
     truth, masks = src.render(front, masks=True)
-    head = (sum(m for n, m in masks.items() if n not in ("background", "body")) > 0.5).float()[:, None]
+    head = head_mask(masks)
     oracle = sum(src.render({**front, "light": torch.full_like(f["light"], k)}) for k in range(N_LIGHTS)) / N_LIGHTS
     # every (light, clothes) pair once; a per-image backdrop, which touches only its own pixels,
     # cycles through its colours evenly (15 times each over the 120 renders)
@@ -75,11 +68,11 @@ def main() -> None:
     print(f"{len(pick)} held-out neutral faces at {args.resolution} px, not frontal; MSE on [-1, 1] images")
     print(f"{'':26s} {'whole':>7s} {'face':>7s}")
     for name, a in answers.items():
-        print(f"{name:26s} {float(_mse(a, truth).mean()):7.4f} {float(_mse(a, truth, head).mean()):7.4f}")
+        print(f"{name:26s} {float(masked_mse(a, truth).mean()):7.4f} {float(masked_mse(a, truth, head).mean()):7.4f}")
     print("by input yaw (whole image): do nothing / light-agnostic oracle / nuisance-agnostic oracle")
     for y in sorted(set(f["yaw"].tolist())):
         s = f["yaw"] == y
-        row = " / ".join(f"{float(_mse(a[s], truth[s]).mean()):.4f}" for a in (x, oracle, blind))
+        row = " / ".join(f"{float(masked_mse(a[s], truth[s]).mean()):.4f}" for a in (x, oracle, blind))
         print(f"  {y:+5.0f}: {row}")
 
 
