@@ -358,3 +358,26 @@ def test_objects_are_taken_whole(tmp_path: Path) -> None:
     assert t[0, 0, 4, 6] > 0.9 and t[0, 1, 4, 6] < -0.9  # red in the middle
     with pytest.raises(Exception, match="cannot read"):
         object_tensor(str(tmp_path / "missing.png"), 8)
+
+
+def test_render_only_tool_measures_colour(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """tools/render_only.py: the colour error by hand, and two steps on the chairs CPU recipe."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[3]
+    spec = importlib.util.spec_from_file_location("render_only", root / "plugins/gancore-tdgan/tools/render_only.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)  # type: ignore[union-attr]
+    grey = torch.full((1, 3, 2, 2), 0.25)
+    red = grey.clone()
+    red[0, 0, 0, 0] = 1.0  # one pixel: RGB (1, .25, .25), grey level .5, colour (.5, -.25, -.25)
+    assert tool.colour_error(grey, grey * -2) == 0.0  # any grey has no colour
+    assert tool.colour_error(red, grey) == pytest.approx((0.25 + 0.0625 + 0.0625) / 12)
+    out = tmp_path / "ro.png"
+    monkeypatch.setattr("sys.argv", ["render_only", str(root / "recipes/tdgan-chairs-cpu.toml"), "--set", "data.identities=3",
+                                     "--set", f"data.cache='{tmp_path / 'cache'}'", "--steps", "2", "--every", "1", "--batch", "2",
+                                     "--out", str(out)])
+    tool.main()
+    printed = capsys.readouterr().out
+    assert "93 training images" in printed and printed.count("colour error") == 3 and out.is_file()
