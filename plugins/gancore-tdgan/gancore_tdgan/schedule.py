@@ -238,24 +238,24 @@ class TDGANSchedule(Schedule):
         f2 = TagRendering(inputs={"render": "render", "real": "real"}, reduction=red, weight=c.lambda2)
         f3_gen = TagAdversarial(player="generator", mode=c.mode, weight=c.lambda3, start=c.adv_start, ramp=c.adv_ramp)
         f3_d = TagAdversarial(player="discriminator", mode=c.mode, weight=c.lambda3)
-        semi_G: list[Any] = []
-        semi_R: list[Any] = []
+        extra_G: list[Any] = []
+        extra_R: list[Any] = []
         semi_reads: tuple[str, ...] = ()
         if c.semi:
             f1u = {"inputs": {"recon": "recon_u", "real": "real_u"}, "reduction": red}
-            semi_G = [UntaggedReconstruction(**f1u, weight=self.lambda_u)]
-            semi_R = [UntaggedReconstruction(**f1u, weight=self.lambda_u_R)]
+            extra_G = [UntaggedReconstruction(**f1u, weight=self.lambda_u)]
+            extra_R = [UntaggedReconstruction(**f1u, weight=self.lambda_u_R)]
             semi_reads = ("real_u", "rx_u", "recon_u")
         f1r = {"inputs": {"recon": "recon", "real": "real"}, "reduction": red, "name": "f1r"}
         if c.lambda_recon > 0:
-            semi_G.append(UntaggedReconstruction(**f1r, weight=c.lambda_recon))
+            extra_G.append(UntaggedReconstruction(**f1r, weight=c.lambda_recon))
         if self.lambda_recon_R > 0:
-            semi_R.append(UntaggedReconstruction(**f1r, weight=self.lambda_recon_R))
+            extra_R.append(UntaggedReconstruction(**f1r, weight=self.lambda_recon_R))
         return [
             Phase("g", trains=("g",), run=self._run_g, losses=[f1, f2], provides=("real", "rx", "gc", "render")),
-            Phase("G", trains=("G",), run=self._run_G, losses=[f2, f3_gen, *semi_G], accepts_extra_losses=True,
+            Phase("G", trains=("G",), run=self._run_G, losses=[f2, f3_gen, *extra_G], accepts_extra_losses=True,
                   provides=("real", "gc", "render", "rx", "recon", "fake_logits", *semi_reads)),
-            Phase("R", trains=("R",), run=self._run_R, losses=[f1, f3_gen, *semi_R],
+            Phase("R", trains=("R",), run=self._run_R, losses=[f1, f3_gen, *extra_R],
                   provides=("real", "rx", "gc", "recon", "fake_logits", *semi_reads)),
             Phase("D", trains=("D",), run=self._run_D, losses=[f3_d], provides=("real_logits", "fake_logits")),
         ]

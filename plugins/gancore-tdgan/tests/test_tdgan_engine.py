@@ -64,9 +64,8 @@ def eager_renders():
 # the alternating schedule through the engine
 
 
-@pytest.mark.parametrize("semi_supervised", [False, True], ids=["tagged", "semi"])
-def test_each_step_changes_only_its_own_network(tmp_path: Path, semi_supervised: bool,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mode", ["tagged", "semi", "recon"])
+def test_each_step_changes_only_its_own_network(tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from gancore.testing import trace_phases
     from gancore_tdgan import model
 
@@ -76,8 +75,11 @@ def test_each_step_changes_only_its_own_network(tmp_path: Path, semi_supervised:
         forward = cls.forward
         monkeypatch.setattr(cls, "forward", lambda self, *a, _f=forward, _r=role, **k: (
             calls.__setitem__(_r, calls[_r] + 1), _f(self, *a, **k))[1])
+    semi_supervised = mode == "semi"
     recipe = semi(TINY) if semi_supervised else TINY
-    t = trace_phases(recipe, tmp_path, steps=2, overrides=["train.stream_batch_size={untagged = 3}"] if semi_supervised else [])
+    overrides = {"tagged": [], "semi": ["train.stream_batch_size={untagged = 3}"],
+                 "recon": ["schedule.lambda_recon=1.0", "schedule.lambda_recon_R=0.01"]}[mode]
+    t = trace_phases(recipe, tmp_path, steps=2, overrides=overrides)
     t.check()  # every step changed exactly the weights of the network it trains, gradient reached only it
     assert t.ran() == [(s, p) for s in (0, 1) for p in ("g", "G", "R", "D")]
     # per iteration: R twice (R(x) for the g, G and R steps; again, without a graph, for D's),
@@ -86,12 +88,13 @@ def test_each_step_changes_only_its_own_network(tmp_path: Path, semi_supervised:
     # R's steps, real and fake in D's).  The untagged stream adds R(x_u) (and again for D),
     # G(R(x_u)) in G's, R's and D's steps, D(G(R(x_u))) in G's and R's (D's step judges both
     # streams in one call each).  Then the final sample grid: R once, G once plus once per
-    # swept value (3).
+    # swept value (3).  The tagged reconstruction reads G(R(x)), already made for f3: no forward more.
     per_iter = {"R": 4, "g": 2, "G": 8, "D": 6} if semi_supervised else {"R": 2, "g": 2, "G": 5, "D": 4}
     grid = {"R": 1, "g": 0, "G": 1 + 3, "D": 0}
     assert calls == {r: 2 * per_iter[r] + grid[r] for r in calls}
     metrics = [json.loads(line) for line in (t.run_dir / "metrics.jsonl").read_text().splitlines()]
-    keys = {"g/f1", "g/f2", "G/f2", "G/f3", "R/f1", "R/f3", "D/f3"} | ({"G/f1u", "R/f1u"} if semi_supervised else set())
+    keys = {"g/f1", "g/f2", "G/f2", "G/f3", "R/f1", "R/f3", "D/f3"}
+    keys |= {"semi": {"G/f1u", "R/f1u"}, "recon": {"G/f1r", "R/f1r"}}.get(mode, set())
     assert keys <= set(metrics[-1]) and all(math.isfinite(metrics[-1][k]) for k in keys)
 
 

@@ -2,7 +2,7 @@
 
 A diagnosis outside the engine: g and G of a TD-GAN recipe, trained by f2 = ‖G(g(C)) − x‖²
 alone (no R, no D, no f1 or f3), with Adam at the recipe's betas and a learning rate of your
-choice.  Every ``--every`` steps it prints f2 (per sample, as the engine logs it) and the
+choice.  Every ``--every`` steps it prints f2 (reduced as the recipe's schedule says) and the
 *colour* error on a fixed set of training images: the squared error of each pixel's colour
 minus its grey level (``x - mean over RGB``), which ignores shape and brightness and is 0 for
 grey.  Its baseline is a grey render (colour error of predicting no colour at all).
@@ -23,6 +23,7 @@ import time
 import torch
 import torchvision
 
+from gancore.data.base import BatchPlan
 from gancore.engine import _source, build_nets
 from gancore.recipe import load_recipe
 
@@ -52,11 +53,9 @@ def main() -> None:
     sched = resolved.schedule
     tags = list(sched.config.tags)
     src = _source(resolved)
-    labels = src.labels()
-    keep = torch.ones(len(src), dtype=torch.bool)
-    for k, v in sched.config.where.items():
-        keep &= labels[k] == v
-    pool = torch.nonzero(keep).flatten()
+    # the samples the engine draws for the schedule's tagged stream (its `where`, every tag present)
+    tagged = {"tagged": sched.streams()["tagged"]}
+    pool = BatchPlan(src.labels(), tagged, resolved.train.batch_size, resolved.train.seed, len(src)).pools["tagged"]
     nets = build_nets(resolved, src.info())
     g, G = nets["g"].train(), nets["G"].train()
     lr = args.lr or resolved.optim.lr
@@ -73,7 +72,7 @@ def main() -> None:
     began = time.perf_counter()
     for step in range(1, args.steps + 1):
         b = src.load(pool[torch.randint(len(pool), (batch,), generator=gen)].tolist())
-        loss = squared_norm(render(b), b["image"], "sum")
+        loss = squared_norm(render(b), b["image"], sched.config.reduction)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
